@@ -1,0 +1,169 @@
+"""Folding an upstream reply into a stored turn, and stamping our ids on it.
+
+Pure and IO-free. Streams are fed one SSE ``data`` payload at a time: only the events
+that carry a response object are decoded in full (to set ``id``,
+``previous_response_id`` and ``store``); ``response.output_item.done`` items are kept as
+raw bytes in case the terminal event comes without its output; every other event is
+looked at only for its ``type``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+import msgspec
+
+from ._record import TurnRecord
+
+__all__ = ["Outcome", "TurnAccumulator"]
+
+TERMINAL_OK = frozenset({"response.completed", "response.incomplete"})
+TERMINAL_FAILED = frozenset({"response.failed", "error"})
+STORABLE_STATUS = frozenset({"completed", "incomplete"})
+
+
+class Outcome(enum.Enum):
+    """What one event means for the turn."""
+
+    PASS = "pass"  # forward, nothing to decide
+    DONE = "done"  # a terminal success: store, then forward
+    FAILED = "failed"  # a terminal failure: forward, never store
+
+
+class _EventView(msgspec.Struct):
+    type: str = ""
+    response: msgspec.Raw = msgspec.Raw(b"")
+    item: msgspec.Raw = msgspec.Raw(b"")
+    output_index: int = -1
+    sequence_number: int = -1
+
+
+_view_decoder = msgspec.json.Decoder(_EventView)
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+
+
+class TurnAccumulator:
+    """Collects one turn for storage and rewrites the response objects it carries."""
+
+    __slots__ = (
+        "_done_items",
+        "_final",
+        "created_at",
+        "input_items",
+        "last_sequence",
+        "parent_id",
+        "response_id",
+        "store",
+    )
+
+    def __init__(
+        self,
+        *,
+        response_id: str,
+        parent_id: str | None,
+        store: bool,
+        input_items: bytes,
+    ) -> None:
+        self.response_id = response_id
+        self.parent_id = parent_id
+        self.store = store
+        self.input_items = input_items
+        self.created_at = int(time.time())
+        self._done_items: dict[int, bytes] = {}
+        self._final: dict[str, Any] | None = None
+        self.last_sequence = -1
+
+    # -- response objects -------------------------------------------------------
+    def stamp(self, response: dict[str, Any]) -> dict[str, Any]:
+        """Our id and the client's ``previous_response_id``/``store`` on an object."""
+        response["id"] = self.response_id
+        response["previous_response_id"] = self.parent_id
+        response["store"] = self.store
+        return response
+
+    def json_body(self, body: bytes) -> tuple[bytes, bool] | None:
+        """A whole (non-stream) reply: the stamped bytes and whether to store it, or
+        ``None`` when the body is not a response object (forwarded unchanged)."""
+        try:
+            response = _dict_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            return None
+        if response.get("object") != "response":
+            return None
+        self.stamp(response)
+        storable = response.get("status") in STORABLE_STATUS
+        if storable:
+            self._final = response
+        return _encoder.encode(response), storable
+
+    # -- streams ------------------------------------------------------------------
+    def event(self, data: bytes) -> tuple[bytes | None, Outcome]:
+        """One SSE payload: the rewritten payload (``None`` if unchanged) and its
+        outcome. Undecodable payloads pass through untouched."""
+        try:
+            view = _view_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            return None, Outcome.PASS
+        kind = view.type
+        if view.sequence_number > self.last_sequence:
+            self.last_sequence = view.sequence_number
+        if kind == "response.output_item.done" and view.output_index >= 0:
+            self._done_items[view.output_index] = bytes(view.item)
+            return None, Outcome.PASS
+        if not view.response:
+            return None, (Outcome.FAILED if kind in TERMINAL_FAILED else Outcome.PASS)
+        event = _dict_decoder.decode(data)
+        response = event.get("response")
+        if isinstance(response, dict):
+            self.stamp(response)
+        rewritten = _encoder.encode(event)
+        if kind in TERMINAL_OK and isinstance(response, dict):
+            self._final = response
+            return rewritten, Outcome.DONE
+        if kind in TERMINAL_FAILED:
+            return rewritten, Outcome.FAILED
+        return rewritten, Outcome.PASS
+
+    # -- the stored turn ----------------------------------------------------------
+    def record(self) -> TurnRecord:
+        """The turn to store; call only after a terminal success."""
+        if self._final is None:
+            raise RuntimeError("no terminal response to store")
+        response = dict(self._final)
+        output = response.pop("output", None)
+        if not output and self._done_items:
+            # Terminal events may omit the output; rebuild it from the done items.
+            output = msgspec.Raw(
+                b"[" + b",".join(self._done_items[i] for i in sorted(self._done_items)) + b"]"
+            )
+        elif output is None:
+            output = []
+        return TurnRecord(
+            id=self.response_id,
+            parent_id=self.parent_id,
+            created_at=int(response.get("created_at") or self.created_at),
+            input_items=self.input_items,
+            output_items=_encoder.encode(output),
+            response=_encoder.encode(response),
+        )
+
+    def failed_event(self, sequence_number: int, code: str, message: str) -> list[bytes]:
+        """Payloads announcing that the turn could not be kept (``error`` then
+        ``response.failed``), for a store that failed after the stream ran."""
+        response = dict(self._final or {"id": self.response_id, "object": "response"})
+        response["status"] = "failed"
+        response["error"] = {"code": code, "message": message}
+        error = {
+            "type": "error",
+            "sequence_number": sequence_number,
+            "error": {"type": "server_error", "code": code, "message": message, "param": None},
+        }
+        failed = {
+            "type": "response.failed",
+            "sequence_number": sequence_number + 1,
+            "response": response,
+        }
+        return [_encoder.encode(error), _encoder.encode(failed)]

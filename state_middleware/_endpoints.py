@@ -1,0 +1,165 @@
+"""The stored-response endpoints: GET and DELETE a response, list its input items."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from asgiref.typing import ASGISendCallable
+
+from ._asgi import send_api_error, send_json
+from ._errors import ApiError, response_not_found
+from ._ids import ID_PATTERN, derived_item_id
+from ._record import TurnRecord, response_with_output
+from ._store import Store, StoreError
+
+__all__ = ["delete_response", "get_response", "list_input_items"]
+
+_encoder = msgspec.json.Encoder()
+_list_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+def _store_unavailable(exc: StoreError) -> ApiError:
+    return ApiError(
+        503,
+        "The response store is unavailable; please retry.",
+        type="server_error",
+        code=exc.code,
+    )
+
+
+async def get_response(
+    send: ASGISendCallable, store: Store, owner: str, response_id: str, query: bytes
+) -> None:
+    params = dict(parse_qsl(query.decode("latin-1")))
+    if params.get("stream", "false").lower() == "true":
+        await send_api_error(
+            send,
+            ApiError(
+                400,
+                "Streaming a stored response is only possible for background responses, "
+                "which this server does not run.",
+                param="stream",
+            ),
+        )
+        return
+    try:
+        record = await store.get(owner, response_id) if ID_PATTERN.fullmatch(response_id) else None
+    except StoreError as exc:
+        await send_api_error(send, _store_unavailable(exc))
+        return
+    if record is None:
+        await send_api_error(send, response_not_found(response_id))
+        return
+    await send_json(send, 200, response_with_output(record))
+
+
+async def delete_response(
+    send: ASGISendCallable, store: Store, owner: str, response_id: str
+) -> None:
+    try:
+        deleted = ID_PATTERN.fullmatch(response_id) is not None and await store.delete(
+            owner, response_id
+        )
+    except StoreError as exc:
+        await send_api_error(send, _store_unavailable(exc))
+        return
+    if not deleted:
+        await send_api_error(send, response_not_found(response_id))
+        return
+    body = {"id": response_id, "object": "response.deleted", "deleted": True}
+    await send_json(send, 200, _encoder.encode(body))
+
+
+async def list_input_items(
+    send: ASGISendCallable, store: Store, owner: str, response_id: str, query: bytes
+) -> None:
+    try:
+        limit, order, after = _list_params(query)
+        chain = (
+            await store.get_chain(owner, response_id) if ID_PATTERN.fullmatch(response_id) else None
+        )
+        if chain is None:
+            raise response_not_found(response_id)
+        items = context_items(chain)
+        if order == "desc":
+            items.reverse()
+        start = 0
+        if after is not None:
+            positions = [i for i, item in enumerate(items) if item.get("id") == after]
+            if not positions:
+                raise ApiError(
+                    400,
+                    f"Item with id '{after}' is not an input item of response '{response_id}'.",
+                    param="after",
+                )
+            start = positions[0] + 1
+        page = items[start : start + limit]
+    except StoreError as exc:
+        await send_api_error(send, _store_unavailable(exc))
+        return
+    except ApiError as exc:
+        await send_api_error(send, exc)
+        return
+    body = {
+        "object": "list",
+        "data": page,
+        "first_id": page[0].get("id") if page else None,
+        "last_id": page[-1].get("id") if page else None,
+        "has_more": start + limit < len(items),
+    }
+    await send_json(send, 200, _encoder.encode(body))
+
+
+def _list_params(query: bytes) -> tuple[int, str, str | None]:
+    params = dict(parse_qsl(query.decode("latin-1")))
+    raw_limit = params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise ApiError(
+            400,
+            f"Invalid 'limit': integer between 1 and 100 expected, got '{raw_limit}'.",
+            param="limit",
+            code="invalid_value",
+        )
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(
+            400,
+            f"Invalid 'order': expected 'asc' or 'desc', got '{order}'.",
+            param="order",
+            code="invalid_value",
+        )
+    return int(raw_limit), order, params.get("after")
+
+
+def context_items(chain: list[TurnRecord]) -> list[dict[str, Any]]:
+    """Every item the model saw for the last turn of ``chain``, oldest first, each with
+    an id and message content in part form."""
+    items: list[dict[str, Any]] = []
+    last = len(chain) - 1
+    for index, record in enumerate(chain):
+        for position, item in enumerate(_list_decoder.decode(record.input_items)):
+            items.append(_listed(item, record.id, position))
+        if index < last:
+            for position, item in enumerate(_list_decoder.decode(record.output_items)):
+                items.append(_listed(item, record.id, 1_000_000 + position))
+    return items
+
+
+def _listed(item: dict[str, Any], response_id: str, position: int) -> dict[str, Any]:
+    item_type = item.get("type", "message")
+    listed = dict(item)
+    if listed.get("id") is None:
+        listed.pop("id", None)
+        listed = {"id": derived_item_id(response_id, position, item_type), **listed}
+    if item_type == "message":
+        listed["type"] = "message"
+        content = listed.get("content")
+        if isinstance(content, str):
+            if listed.get("role") == "assistant":
+                part = {"type": "output_text", "text": content, "annotations": []}
+            else:
+                part = {"type": "input_text", "text": content}
+            listed["content"] = [part]
+    return listed

@@ -1,0 +1,160 @@
+"""The default store: one process, bounded in bytes, with a sliding TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+
+from cachetools import TTLCache
+
+from ._record import TurnRecord
+from ._store import StoreError
+
+__all__ = ["MemoryStore"]
+
+_MAX_DEPTH = 1_000_000  # guards a corrupted parent loop, far beyond any real chain
+
+Key = tuple[str, str]
+
+
+class _Entry:
+    __slots__ = ("children", "deleted", "record")
+
+    def __init__(self, record: TurnRecord) -> None:
+        self.record = record
+        self.deleted = False
+        self.children = 0
+
+
+def _entry_size(entry: _Entry) -> int:
+    return entry.record.size
+
+
+class MemoryStore:
+    """Turns kept in this process (a ``cachetools.TTLCache`` sized in bytes).
+
+    ``max_bytes`` bounds the items and response objects kept; the least recently used
+    turns are evicted past it. ``ttl`` is sliding: loading or extending a chain
+    refreshes every turn in it. A chain with an evicted or expired turn is reported as
+    missing, never replayed in part. ``timer`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int = 256 * 2**20,
+        ttl: float = 3600.0,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_bytes <= 0 or ttl <= 0:
+            raise ValueError("max_bytes and ttl must be positive")
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._cache: TTLCache[Key, _Entry] = TTLCache(
+            maxsize=max_bytes, ttl=ttl, timer=timer, getsizeof=_entry_size
+        )
+        self._lock = threading.RLock()
+        self._pending: dict[Key, asyncio.Event] = {}
+
+    @property
+    def size(self) -> int:
+        """Bytes currently held."""
+        with self._lock:
+            self._cache.expire()
+            return int(self._cache.currsize)
+
+    async def put(self, owner: str, record: TurnRecord) -> None:
+        if record.size > self.max_bytes:
+            raise StoreError(
+                f"response {record.id} ({record.size} bytes) exceeds the store's "
+                f"max_bytes ({self.max_bytes})"
+            )
+        with self._lock:
+            key = (owner, record.id)
+            self._cache[key] = _Entry(record)
+            if record.parent_id is not None:
+                parent = self._cache.get((owner, record.parent_id))
+                if parent is not None:
+                    parent.children += 1
+                    self._touch(owner, record.parent_id)
+
+    async def get(self, owner: str, response_id: str) -> TurnRecord | None:
+        with self._lock:
+            entry = self._cache.get((owner, response_id))
+            if entry is None or entry.deleted:
+                return None
+            return entry.record
+
+    async def get_chain(self, owner: str, response_id: str) -> list[TurnRecord] | None:
+        with self._lock:
+            head = self._cache.get((owner, response_id))
+            if head is None or head.deleted:
+                return None
+            chain = [head.record]
+            parent_id = head.record.parent_id
+            while parent_id is not None:
+                entry = self._cache.get((owner, parent_id))
+                if entry is None or len(chain) > _MAX_DEPTH:
+                    return None  # half a chain is no chain
+                chain.append(entry.record)
+                parent_id = entry.record.parent_id
+            chain.reverse()
+            for record in chain:
+                self._refresh((owner, record.id))
+            return chain
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        with self._lock:
+            key = (owner, response_id)
+            entry = self._cache.get(key)
+            if entry is None or entry.deleted:
+                return False
+            entry.deleted = True
+            # Drop tombstones nothing depends on any more, walking up the chain.
+            while entry is not None and entry.deleted and entry.children == 0:
+                del self._cache[key]
+                parent_id = entry.record.parent_id
+                if parent_id is None:
+                    break
+                key = (owner, parent_id)
+                entry = self._cache.get(key)
+                if entry is not None:
+                    entry.children -= 1
+            return True
+
+    async def begin(self, owner: str, response_id: str) -> None:
+        self._pending[(owner, response_id)] = asyncio.Event()
+
+    async def end(self, owner: str, response_id: str) -> None:
+        event = self._pending.pop((owner, response_id), None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, owner: str, response_id: str, timeout: float) -> bool:
+        event = self._pending.get((owner, response_id))
+        if event is None:
+            return False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return True
+
+    def _touch(self, owner: str, response_id: str) -> None:
+        """Refresh the TTL of a turn and all its ancestors."""
+        depth = 0
+        current: str | None = response_id
+        while current is not None and depth <= _MAX_DEPTH:
+            key = (owner, current)
+            entry = self._cache.get(key)
+            if entry is None:
+                return
+            self._cache[key] = entry
+            current = entry.record.parent_id
+            depth += 1
+
+    def _refresh(self, key: Key) -> None:
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._cache[key] = entry

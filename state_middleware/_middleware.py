@@ -1,0 +1,98 @@
+"""``ResponsesStateMiddleware``: config, routing, and pass-through for everything else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    Scope,
+)
+
+from ._asgi import route_path
+from ._endpoints import delete_response, get_response, list_input_items
+from ._identity import IdentityFunc, default_identity
+from ._memory import MemoryStore
+from ._settings import Settings
+from ._store import Store
+from ._turn import TurnResponder
+
+__all__ = ["ResponsesStateMiddleware"]
+
+
+class ResponsesStateMiddleware:
+    """Adds the stateful half of the OpenAI Responses API to a stateless ASGI app.
+
+    ``POST {prefix}/responses`` requests naming ``previous_response_id`` reach the app
+    with the whole stored conversation as ``input``; finished turns are stored;
+    ``GET``/``DELETE {prefix}/responses/{id}`` and ``.../input_items`` are answered
+    from the store. Every other request passes through untouched.
+    """
+
+    def __init__(
+        self,
+        app: ASGI3Application,
+        store: Store | None = None,
+        *,
+        prefix: str = "/v1",
+        identity: IdentityFunc | None = None,
+        max_body_bytes: int = 32 * 2**20,
+        pending_timeout: float = 30.0,
+    ) -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError("prefix must start with '/' and not end with it, or be ''")
+        if max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+        if pending_timeout < 0:
+            raise ValueError("pending_timeout must not be negative")
+        self.app = app
+        self.settings = Settings(
+            app=app,
+            store=store if store is not None else MemoryStore(),
+            identity=identity or default_identity,
+            prefix=prefix,
+            max_body_bytes=max_body_bytes,
+            pending_timeout=pending_timeout,
+        )
+        self._collection = prefix + "/responses"
+        self._item_prefix = self._collection + "/"
+
+    @property
+    def store(self) -> Store:
+        return self.settings.store
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        method = scope["method"]
+        if path == self._collection and method == "POST":
+            await TurnResponder(self.settings, scope, receive, send)()
+            return
+        if path.startswith(self._item_prefix) and await self._stored(scope, path, send):
+            return
+        await self.app(scope, receive, send)
+
+    async def _stored(self, scope: Any, path: str, send: ASGISendCallable) -> bool:
+        """Serve the stored-response endpoints; ``False`` when the route is not ours."""
+        rest = path[len(self._item_prefix) :].split("/")
+        method = scope["method"]
+        store = self.settings.store
+        query: bytes = scope.get("query_string", b"")
+        if len(rest) == 1 and rest[0] and method in ("GET", "DELETE"):
+            owner = self.settings.identity(scope) or ""
+            if method == "GET":
+                await get_response(send, store, owner, rest[0], query)
+            else:
+                await delete_response(send, store, owner, rest[0])
+            return True
+        if len(rest) == 2 and rest[0] and rest[1] == "input_items" and method == "GET":
+            owner = self.settings.identity(scope) or ""
+            await list_input_items(send, store, owner, rest[0], query)
+            return True
+        return False
