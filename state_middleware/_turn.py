@@ -119,7 +119,8 @@ class TurnResponder:
         await self._run_app()
 
     async def _run_app(self) -> None:
-        assert self.request is not None and self.turn is not None
+        assert self.request is not None
+        assert self.turn is not None
         store, owner, response_id = self.settings.store, self.owner, self.turn.response_id
         pending = self.request.store
         if pending:
@@ -252,7 +253,8 @@ class TurnResponder:
         return raw
 
     async def _commit(self) -> None:
-        assert self.request is not None and self.turn is not None
+        assert self.request is not None
+        assert self.turn is not None
         if not self.request.store or self.client_gone:
             return
         record = self.turn.record()

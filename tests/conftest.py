@@ -1,0 +1,61 @@
+"""Shared fixtures: the anyio backend, stores of every kind, SDK clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from state_middleware import MemoryStore, Store
+from state_middleware.testing import StreamingASGITransport
+
+#: every store kind the behaviour suite runs against
+STORE_KINDS = ["memory"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def make_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Store]]:
+    """A factory of fresh, empty stores of the parametrised kind (keywords: ttl,
+    max_bytes)."""
+    if store_kind == "memory":
+        yield lambda **kw: MemoryStore(**kw)
+        return
+    raise AssertionError(f"unknown store kind {store_kind}")  # pragma: no cover
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Store]) -> Store:
+    return make_store()
+
+
+@asynccontextmanager
+async def sdk_client(
+    app: Any, api_key: str = "sk-test", **headers: str
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official SDK talking to ``app`` in process, chunks delivered as sent."""
+    async with httpx.AsyncClient(
+        transport=StreamingASGITransport(app), base_url="http://testserver", timeout=30
+    ) as http:
+        client = openai.AsyncOpenAI(
+            base_url="http://testserver/v1",
+            api_key=api_key,
+            http_client=http,
+            max_retries=0,
+            default_headers=headers or None,
+        )
+        yield client
