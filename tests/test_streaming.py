@@ -1,0 +1,222 @@
+"""Streams: forwarded as they arrive, stored before the terminal event, and only then."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from state_middleware import ResponsesStateMiddleware, Store
+from state_middleware.testing import ScriptedResponsesApp
+
+from ._servers import serve
+from .conftest import sdk_client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_events_reach_the_client_while_the_app_is_still_streaming(store: Store) -> None:
+    upstream = ScriptedResponsesApp(delay=0.05)
+    app = ResponsesStateMiddleware(upstream, store=store)
+    arrivals: list[float] = []
+    async with sdk_client(app) as client:
+        start = time.monotonic()
+        stream = await client.responses.create(
+            model="m", input="one two three four five six seven eight", stream=True
+        )
+        async for _event in stream:
+            arrivals.append(time.monotonic() - start)
+    # ~15 events 50 ms apart: had anything been collected first, they would arrive together.
+    assert len(arrivals) > 10
+    spread = arrivals[-1] - arrivals[0]
+    assert spread > 0.5 * 0.05 * (len(arrivals) - 1)
+
+
+async def test_stream_text_and_stored_response_agree(store: Store) -> None:
+    app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=store)
+    async with sdk_client(app) as client:
+        async with client.responses.stream(model="m", input="alpha beta gamma") as stream:
+            events = [event async for event in stream]
+            final = await stream.get_final_response()
+        stored = await client.responses.retrieve(final.id)
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == final.output_text == stored.output_text
+    assert stored.output_text == "[1 items] alpha beta gamma"
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert stored.id == completed.response.id
+    assert stored.usage == completed.response.usage
+    assert [o.id for o in stored.output] == [o.id for o in completed.response.output]
+
+
+@pytest.mark.parametrize(
+    ("text", "raises"),
+    [
+        ("CUT:4 please", False),
+        ("RESPONSE_FAILED now", True),  # `error` then `response.failed`; the SDK raises
+    ],
+)
+async def test_streams_without_a_successful_end_are_not_stored(
+    store: Store, text: str, raises: bool
+) -> None:
+    app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=store)
+    seen: list[Any] = []
+    async with sdk_client(app) as client:
+        stream = await client.responses.create(model="m", input=text, stream=True)
+        raised = False
+        try:
+            async for event in stream:
+                seen.append(event)
+        except openai.APIError:
+            raised = True
+        turn_id = seen[0].response.id
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(model="m", input="next", previous_response_id=turn_id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(turn_id)
+    assert raised is raises
+    assert all(e.type not in ("response.completed", "response.incomplete") for e in seen)
+
+
+async def test_upstream_errors_reach_the_client_byte_for_byte_and_store_nothing(
+    store: Store,
+) -> None:
+    upstream = ScriptedResponsesApp()
+    app = ResponsesStateMiddleware(upstream, store=store)
+    body = b'{"model":"m","input":"FAIL:503","stream":true}'
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=upstream), base_url="http://t"
+    ) as bare, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as wrapped:
+        direct = await bare.post("/v1/responses", content=body)
+        through = await wrapped.post("/v1/responses", content=body)
+    assert through.status_code == direct.status_code == 503
+    assert through.content == direct.content
+    assert through.headers["content-length"] == str(len(through.content))
+
+
+async def test_a_client_that_disconnects_before_the_end_leaves_nothing_stored(
+    store: Store,
+) -> None:
+    upstream = ScriptedResponsesApp(delay=0.02)
+    app = ResponsesStateMiddleware(upstream, store=store)
+    async with sdk_client(app) as client:
+        stream = await client.responses.create(
+            model="m", input="a b c d e f g h i j k l", stream=True
+        )
+        first = None
+        async for event in stream:
+            first = event
+            break
+        await stream.close()
+        assert first is not None
+        turn_id = first.response.id
+        await asyncio.sleep(0.5)  # let the app run on as far as it would
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(turn_id)
+
+
+async def test_a_follow_up_naming_a_running_stream_waits_for_it(store: Store) -> None:
+    upstream = ScriptedResponsesApp(delay=0.05)
+    app = ResponsesStateMiddleware(upstream, store=store, pending_timeout=10)
+    async with sdk_client(app) as client:
+        stream = await client.responses.create(
+            model="m", input="slow one two three four", stream=True
+        )
+        created = await stream.__anext__()
+        follow_up = asyncio.ensure_future(
+            client.responses.create(
+                model="m", input="next", previous_response_id=created.response.id
+            )
+        )
+        async for _ in stream:
+            pass
+        result = await follow_up
+    assert result.output_text == "[3 items] next"
+
+
+async def test_a_follow_up_gives_up_waiting_after_the_pending_timeout(store: Store) -> None:
+    upstream = ScriptedResponsesApp(delay=0.3)
+    app = ResponsesStateMiddleware(upstream, store=store, pending_timeout=0.2)
+    async with sdk_client(app) as client:
+        stream = await client.responses.create(model="m", input="a b c d e f", stream=True)
+        created = await stream.__anext__()
+        started = time.monotonic()
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(
+                model="m", input="next", previous_response_id=created.response.id
+            )
+        waited = time.monotonic() - started
+        await stream.close()
+    assert 0.15 < waited < 2.0
+
+
+def test_next_turn_sent_the_moment_the_terminal_event_arrives_finds_the_turn(
+    store_kind: str, make_store: Any
+) -> None:
+    """Over a real socket: the follow-up goes out from inside the event loop that is
+    reading the stream, as soon as `response.completed` is parsed, while the server may
+    still be finishing the response. It must always find the stored turn."""
+    if store_kind != "memory":
+        pytest.skip("covered for shared stores by the replica tests")
+    app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=make_store())
+    with serve(app) as base, openai.OpenAI(
+        base_url=f"{base}/v1", api_key="sk-race", max_retries=0
+    ) as client:
+        previous = None
+        for turn in range(25):
+            kwargs: dict[str, Any] = {"previous_response_id": previous} if previous else {}
+            stream = client.responses.create(model="m", input=f"turn {turn}", stream=True, **kwargs)
+            for event in stream:
+                if event.type == "response.completed":
+                    previous = event.response.id
+                    # Fire the follow-up now, before the stream is even closed.
+                    check = client.responses.retrieve(previous)
+                    assert check.id == previous
+                    break
+            stream.close()
+        last = client.responses.create(model="m", input="end", previous_response_id=previous)
+    assert last.output_text == "[51 items] end"
+
+
+def test_streamed_chunks_leave_uvicorn_as_the_app_sends_them(store: Store) -> None:
+    upstream = ScriptedResponsesApp(delay=0.1)
+    app = ResponsesStateMiddleware(upstream, store=store)
+    arrivals: list[float] = []
+    with serve(app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        start = time.monotonic()
+        with http.stream(
+            "POST", "/v1/responses", json={"model": "m", "input": "a b c d", "stream": True}
+        ) as response:
+            for _chunk in response.iter_raw():
+                arrivals.append(time.monotonic() - start)
+    assert len(arrivals) >= 8
+    assert arrivals[-1] - arrivals[0] > 0.5
+
+
+def test_threads_can_share_one_middleware(store: Store) -> None:
+    app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=store)
+    errors: list[BaseException] = []
+    with serve(app) as base:
+
+        def converse(name: str) -> None:
+            try:
+                with openai.OpenAI(base_url=f"{base}/v1", api_key=name, max_retries=0) as c:
+                    prev = c.responses.create(model="m", input="a").id
+                    for _ in range(3):
+                        prev = c.responses.create(
+                            model="m", input="b", previous_response_id=prev
+                        ).id
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=converse, args=(f"k{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert errors == []
