@@ -73,13 +73,13 @@ class MemoryStore:
                 f"max_bytes ({self.max_bytes})"
             )
         with self._lock:
-            key = (owner, record.id)
-            self._cache[key] = _Entry(record)
             if record.parent_id is not None:
+                # Refresh the ancestors first, so making room evicts something else.
+                self._touch(owner, record.parent_id)
                 parent = self._cache.get((owner, record.parent_id))
                 if parent is not None:
                     parent.children += 1
-                    self._touch(owner, record.parent_id)
+            self._cache[(owner, record.id)] = _Entry(record)
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None:
         with self._lock:
