@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._chat_app import ScriptedChatApp
 from ._responses_app import ReceivedRequest, ScriptedResponsesApp
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ReceivedRequest",
+    "ScriptedChatApp",
     "ScriptedResponsesApp",
     "StreamingASGITransport",
 ]
