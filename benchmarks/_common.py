@@ -1,0 +1,165 @@
+"""Helpers shared by the benchmarks: uvicorn subprocesses, timing, in-process ASGI
+calls, and the markdown table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BENCH_DIR",
+    "Row",
+    "call_asgi",
+    "free_port",
+    "markdown_table",
+    "median",
+    "row",
+    "timed",
+    "uvicorn_server",
+]
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+#: one table row: measurement, result, target, met, details; shorter rows are padded
+Row = tuple[str, ...]
+COLUMNS = ("Measurement", "Result", "Target", "Met", "Details")
+
+
+def row(
+    measurement: str,
+    result: str,
+    *,
+    target: str = "",
+    met: bool | None = None,
+    details: str = "",
+) -> Row:
+    verdict = "" if met is None else ("yes" if met else "**no**")
+    return (measurement, result, target, verdict, details)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """A markdown table of ``rows`` under ``COLUMNS``, each column padded to width."""
+    cells = [COLUMNS, *(tuple(r) + ("",) * (len(COLUMNS) - len(r)) for r in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(c) for c in cells[1:])])
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def timed(action: Callable[[], Any]) -> float:
+    """Seconds one call of ``action`` took."""
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with status {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not listen on port {port} within {timeout}s")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def uvicorn_server(app: str, *, app_dir: Path = BENCH_DIR) -> Iterator[str]:
+    """Serve ``module:attribute`` (found in ``app_dir``) with uvicorn in a subprocess on
+    127.0.0.1; yields the base URL and stops the server afterwards."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--app-dir",
+        str(app_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--lifespan",
+        "off",
+    ]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        _wait_for_port(port, process, timeout=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def call_asgi(
+    app: Any, path: str, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[int, bytes]:
+    """``POST path`` straight into an ASGI app, no server: the status and whole body."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("bench", 80),
+    }
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        raise RuntimeError("the app read past the end of the request")
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
