@@ -153,6 +153,7 @@ class TurnAccumulator:
     def failed_event(self, sequence_number: int, code: str, message: str) -> list[bytes]:
         """Payloads announcing that the turn could not be kept (``error`` then
         ``response.failed``), for a store that failed after the stream ran."""
+        sequence_number = max(sequence_number, 0)
         response = dict(self._final or {"id": self.response_id, "object": "response"})
         response["status"] = "failed"
         response["error"] = {"code": code, "message": message}

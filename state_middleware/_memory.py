@@ -21,12 +21,13 @@ Key = tuple[str, str]
 
 
 class _Entry:
-    __slots__ = ("children", "deleted", "record")
+    __slots__ = ("children", "deleted", "record", "refreshed")
 
-    def __init__(self, record: TurnRecord) -> None:
+    def __init__(self, record: TurnRecord, now: float) -> None:
         self.record = record
         self.deleted = False
         self.children = 0
+        self.refreshed = now
 
 
 def _entry_size(entry: _Entry) -> int:
@@ -38,8 +39,10 @@ class MemoryStore:
 
     ``max_bytes`` bounds the items and response objects kept; the least recently used
     turns are evicted past it. ``ttl`` is sliding: loading or extending a chain
-    refreshes every turn in it. A chain with an evicted or expired turn is reported as
-    missing, never replayed in part. ``timer`` is injectable for tests.
+    refreshes every turn in it (to within ``ttl / 64``: a turn refreshed more recently
+    than that is left as it is, which keeps long chains cheap). A chain with an evicted
+    or expired turn is reported as missing, never replayed in part. ``timer`` is
+    injectable for tests.
     """
 
     def __init__(
@@ -53,6 +56,8 @@ class MemoryStore:
             raise ValueError("max_bytes and ttl must be positive")
         self.max_bytes = max_bytes
         self.ttl = ttl
+        self._timer = timer
+        self._refresh_after = ttl / 64
         self._cache: TTLCache[Key, _Entry] = TTLCache(
             maxsize=max_bytes, ttl=ttl, timer=timer, getsizeof=_entry_size
         )
@@ -79,7 +84,7 @@ class MemoryStore:
                 parent = self._cache.get((owner, record.parent_id))
                 if parent is not None:
                     parent.children += 1
-            self._cache[(owner, record.id)] = _Entry(record)
+            self._cache[(owner, record.id)] = _Entry(record, self._timer())
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None:
         with self._lock:
@@ -102,8 +107,9 @@ class MemoryStore:
                 chain.append(entry.record)
                 parent_id = entry.record.parent_id
             chain.reverse()
+            now = self._timer()
             for record in chain:
-                self._refresh((owner, record.id))
+                self._refresh((owner, record.id), now)
             return chain
 
     async def delete(self, owner: str, response_id: str) -> bool:
@@ -143,18 +149,19 @@ class MemoryStore:
 
     def _touch(self, owner: str, response_id: str) -> None:
         """Refresh the TTL of a turn and all its ancestors."""
+        now = self._timer()
         depth = 0
         current: str | None = response_id
         while current is not None and depth <= _MAX_DEPTH:
-            key = (owner, current)
-            entry = self._cache.get(key)
+            entry = self._refresh((owner, current), now)
             if entry is None:
                 return
-            self._cache[key] = entry
             current = entry.record.parent_id
             depth += 1
 
-    def _refresh(self, key: Key) -> None:
-        entry = self._cache.get(key)
-        if entry is not None:
-            self._cache[key] = entry
+    def _refresh(self, key: Key, now: float) -> _Entry | None:
+        entry = self._cache.get(key)  # also marks it recently used
+        if entry is not None and now - entry.refreshed >= self._refresh_after:
+            entry.refreshed = now
+            self._cache[key] = entry  # re-inserting restarts its TTL
+        return entry

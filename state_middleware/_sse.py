@@ -10,13 +10,12 @@ here: callers parse ``data`` as JSON bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["SSEDecoder", "SSEFrame", "format_frame", "replace_data"]
 
 
-@dataclass(frozen=True, slots=True)
-class SSEFrame:
+class SSEFrame(NamedTuple):
     """One event: ``raw`` is the frame as received, blank line included."""
 
     raw: bytes
@@ -106,6 +105,17 @@ def _lines(raw: bytes) -> list[bytes]:
 
 
 def _parse(raw: bytes) -> SSEFrame:
+    if raw.startswith(b"event: "):
+        # Fast path for the usual "event: x\ndata: {...}\n\n".
+        nl = raw.find(b"\n")
+        end = len(raw) - 2
+        if (
+            raw.startswith(b"data: ", nl + 1)
+            and raw.find(b"\n", nl + 1) == end
+            and raw.endswith(b"\n\n")
+            and b"\r" not in raw
+        ):
+            return SSEFrame(raw, raw[7:nl].decode("utf-8", "replace"), raw[nl + 7 : end])
     event: str | None = None
     data: list[bytes] = []
     for line in _lines(raw):

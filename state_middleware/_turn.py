@@ -214,6 +214,9 @@ class TurnResponder:
         assert self.turn is not None
         chunk: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
+        if more and (self.settled or _plain_frames(chunk, self.decoder)):
+            await self._forward(message)  # nothing in it concerns the turn
+            return
         frames = self.decoder.feed(chunk) if chunk else []
         if not more:
             frames += self.decoder.flush()
@@ -247,7 +250,7 @@ class TurnResponder:
         except StoreError as exc:
             assert self.turn is not None
             payloads = self.turn.failed_event(
-                self.turn.last_sequence + 1, exc.code, _not_stored_message(exc)
+                self.turn.last_sequence, exc.code, _not_stored_message(exc)
             )
             return format_frame("error", payloads[0]) + format_frame("response.failed", payloads[1])
         return raw
@@ -303,6 +306,21 @@ class TurnResponder:
         body = b"".join(self.held_body)
         self.held_body = []
         await self._forward({"type": "http.response.body", "body": body, "more_body": more})
+
+
+def _plain_frames(chunk: bytes, decoder: SSEDecoder) -> bool:
+    """Whether ``chunk`` is whole frames none of which the turn needs to look at:
+    no response object (the only thing stamped), no error, no finished item. A
+    quoted word inside a JSON string has escaped quotes, so the byte checks cannot be
+    fooled by text the model wrote."""
+    return (
+        not decoder.pending
+        and chunk.endswith(b"\n\n")
+        and b'"response"' not in chunk
+        and b'"error"' not in chunk
+        and b"output_item.done" not in chunk
+        and b"\r" not in chunk
+    )
 
 
 def _not_stored_message(exc: StoreError) -> str:

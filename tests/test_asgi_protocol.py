@@ -33,21 +33,46 @@ def frame(event: dict[str, Any]) -> bytes:
 
 
 def response_obj(status: str, output: list[Any]) -> dict[str, Any]:
-    return {"id": "resp_up", "object": "response", "status": status, "output": output,
-            "created_at": 1, "model": "m"}
+    return {
+        "id": "resp_up",
+        "object": "response",
+        "status": status,
+        "output": output,
+        "created_at": 1,
+        "model": "m",
+    }
 
 
-ITEM = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-        "content": [{"type": "output_text", "text": "hi", "annotations": []}]}
+ITEM = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "status": "completed",
+    "content": [{"type": "output_text", "text": "hi", "annotations": []}],
+}
 
 EVENTS = [
     {"type": "response.created", "sequence_number": 0, "response": response_obj("in_progress", [])},
-    {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
-     "item": {**ITEM, "status": "in_progress", "content": []}},
-    {"type": "response.output_text.delta", "sequence_number": 2, "item_id": "msg_1",
-     "output_index": 0, "content_index": 0, "delta": "hi"},
+    {
+        "type": "response.output_item.added",
+        "sequence_number": 1,
+        "output_index": 0,
+        "item": {**ITEM, "status": "in_progress", "content": []},
+    },
+    {
+        "type": "response.output_text.delta",
+        "sequence_number": 2,
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "hi",
+    },
     {"type": "response.output_item.done", "sequence_number": 3, "output_index": 0, "item": ITEM},
-    {"type": "response.completed", "sequence_number": 4, "response": response_obj("completed", [ITEM])},
+    {
+        "type": "response.completed",
+        "sequence_number": 4,
+        "response": response_obj("completed", [ITEM]),
+    },
 ]
 
 
@@ -62,8 +87,13 @@ class GatedApp:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.received.append(await receive())
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for data in self.frames:
             await self.gate.acquire()
             if self.split:
@@ -125,13 +155,16 @@ async def test_each_event_is_forwarded_before_the_app_produces_the_next(split: b
     for index, event in enumerate(EVENTS):
         app.gate.release()
         await settle()
-        bodies = [m["body"] for m in log if isinstance(m, dict) and m["type"] == "http.response.body"]
+        bodies = [
+            m["body"] for m in log if isinstance(m, dict) and m["type"] == "http.response.body"
+        ]
         text = b"".join(bodies)
         assert text.count(b"\n\n") == index + 1, f"event {event['type']} was held back"
     await task
     puts = [i for i, m in enumerate(log) if isinstance(m, tuple)]
     terminal = next(
-        i for i, m in enumerate(log)
+        i
+        for i, m in enumerate(log)
         if isinstance(m, dict) and b"response.completed" in m.get("body", b"")
     )
     assert len(puts) == 1
@@ -162,8 +195,10 @@ async def test_ids_are_stamped_into_every_response_object_and_nothing_else_chang
             ids.add(event["response"].pop("id"))
             assert event["response"].pop("previous_response_id") is None
             assert event["response"].pop("store") is True
-            original = {**original, "response": {
-                k: v for k, v in original["response"].items() if k != "id"}}
+            original = {
+                **original,
+                "response": {k: v for k, v in original["response"].items() if k != "id"},
+            }
             assert event == original
         else:
             assert raw + b"\n\n" == frame(original)  # untouched, byte for byte
@@ -177,8 +212,10 @@ async def test_disconnect_while_reading_the_body_calls_nothing() -> None:
         nonlocal called
         called = True
 
-    messages = [{"type": "http.request", "body": b'{"in', "more_body": True},
-                {"type": "http.disconnect"}]
+    messages = [
+        {"type": "http.request", "body": b'{"in', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
 
     async def receive() -> Any:
         return messages.pop(0)
@@ -201,8 +238,13 @@ async def test_after_the_body_the_app_waits_on_the_real_receive() -> None:
         assert not waiter.done()  # no fake empty bodies, no premature disconnect
         receive.disconnect()
         seen.append(await waiter)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         await send({"type": "http.response.body", "body": frame(EVENTS[4]), "more_body": False})
 
     store = MemoryStore()
@@ -219,8 +261,14 @@ async def test_after_the_body_the_app_waits_on_the_real_receive() -> None:
 async def test_unknown_message_types_are_forwarded() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await receive()
-        await send({"type": "http.response.start", "status": 200, "trailers": True,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "trailers": True,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         await send({"type": "http.response.body", "body": frame(EVENTS[0]), "more_body": False})
         await send({"type": "http.response.trailers", "headers": [], "more_trailers": False})
 
@@ -238,9 +286,17 @@ async def test_compressed_replies_pass_through_and_are_not_stored() -> None:
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-encoding", b"gzip"),
-            (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-encoding", b"gzip"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     store = MemoryStore()
@@ -249,7 +305,9 @@ async def test_compressed_replies_pass_through_and_are_not_stored() -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    await ResponsesStateMiddleware(app, store=store)(dict(SCOPE), body_receive(b'{"input":"x"}'), send)
+    await ResponsesStateMiddleware(app, store=store)(
+        dict(SCOPE), body_receive(b'{"input":"x"}'), send
+    )
     assert sent[1]["body"] == body
     assert store.size == 0
 
@@ -259,8 +317,16 @@ async def test_json_replies_get_a_correct_content_length_after_stamping() -> Non
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(reply)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(reply)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": reply[:10], "more_body": True})
         await send({"type": "http.response.body", "body": reply[10:]})
 

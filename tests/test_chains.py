@@ -182,9 +182,10 @@ async def test_forks_never_see_each_others_turns(store: Store) -> None:
 
 async def test_another_callers_ids_are_indistinguishable_from_missing_ones(store: Store) -> None:
     upstream, app = wrap(store)
-    async with sdk_client(app, api_key="sk-alice") as alice, sdk_client(
-        app, api_key="sk-bob"
-    ) as bob:
+    async with (
+        sdk_client(app, api_key="sk-alice") as alice,
+        sdk_client(app, api_key="sk-bob") as bob,
+    ):
         mine = await alice.responses.create(model="m", input="secret")
         calls = len(upstream.requests)
         with pytest.raises(openai.BadRequestError) as foreign:
@@ -211,9 +212,10 @@ async def test_another_callers_ids_are_indistinguishable_from_missing_ones(store
 
 async def test_organization_and_project_headers_scope_records(store: Store) -> None:
     _, app = wrap(store)
-    async with sdk_client(app, **{"OpenAI-Project": "p1"}) as p1, sdk_client(
-        app, **{"OpenAI-Project": "p2"}
-    ) as p2:
+    async with (
+        sdk_client(app, **{"OpenAI-Project": "p1"}) as p1,
+        sdk_client(app, **{"OpenAI-Project": "p2"}) as p2,
+    ):
         made = await p1.responses.create(model="m", input="a")
         with pytest.raises(openai.NotFoundError):
             await p2.responses.retrieve(made.id)
@@ -224,9 +226,10 @@ async def test_a_custom_identity_function_decides_the_owner(store: Store) -> Non
         return dict(scope["headers"]).get(b"x-tenant", b"").decode()
 
     _, app = wrap(store, identity=tenant)
-    async with sdk_client(app, api_key="k1", **{"x-tenant": "acme"}) as one, sdk_client(
-        app, api_key="k2", **{"x-tenant": "acme"}
-    ) as same_tenant:
+    async with (
+        sdk_client(app, api_key="k1", **{"x-tenant": "acme"}) as one,
+        sdk_client(app, api_key="k2", **{"x-tenant": "acme"}) as same_tenant,
+    ):
         made = await one.responses.create(model="m", input="a")
         fetched = await same_tenant.responses.retrieve(made.id)
     assert fetched.id == made.id
@@ -256,7 +259,5 @@ async def test_incomplete_turns_are_stored_and_can_be_continued(store: Store) ->
     async with sdk_client(app) as client:
         cut = await client.responses.create(model="m", input="INCOMPLETE please")
         assert cut.status == "incomplete"
-        more = await client.responses.create(
-            model="m", input="go on", previous_response_id=cut.id
-        )
+        more = await client.responses.create(model="m", input="go on", previous_response_id=cut.id)
     assert more.output_text == "[3 items] go on"

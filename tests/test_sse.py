@@ -12,14 +12,14 @@ STREAMS = {
     "cr": b"event: a\rdata: 1\r\rdata: 2\r\r",
     "mixed": b'event: a\ndata: {"x":1}\n\n\nevent: b\r\ndata: 2\r\ndata: 3\r\n\r\n'
     b": comment\rdata: z\r\rdata: last",
-    "unicode": "data: {\"t\":\"h\u00e9\u2028llo\u0085\"}\n\n".encode(),
+    "unicode": 'data: {"t":"h\u00e9\u2028llo\u0085"}\n\n'.encode(),
 }
 EXPECTED = {
     "lf": [("a", b'{"x":1}'), ("b", b"2")],
     "crlf": [("a", b"1"), (None, b"2")],
     "cr": [("a", b"1"), (None, b"2")],
     "mixed": [("a", b'{"x":1}'), ("b", b"2\n3"), (None, b"z"), (None, b"last")],
-    "unicode": [(None, "{\"t\":\"h\u00e9\u2028llo\u0085\"}".encode())],
+    "unicode": [(None, '{"t":"h\u00e9\u2028llo\u0085"}'.encode())],
 }
 
 

@@ -33,9 +33,10 @@ async def test_retrieve_returns_the_stored_response_object(store: Store) -> None
 
 async def test_delete_answers_deleted_then_not_found(store: Store) -> None:
     app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=store)
-    async with sdk_client(app) as client, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as http:
+    async with (
+        sdk_client(app) as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
         made = await client.responses.create(model="m", input="x")
         deleted = await http.delete(
             f"/v1/responses/{made.id}", headers={"authorization": "Bearer sk-test"}
@@ -96,15 +97,24 @@ async def test_input_items_cover_the_whole_context_and_paginate(store: Store) ->
 
 @pytest.mark.parametrize(
     ("query", "param"),
-    [("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("order=up", "order"),
-     ("after=msg_nope", "after")],
+    [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=x", "limit"),
+        ("order=up", "order"),
+        ("after=msg_nope", "after"),
+    ],
 )
 async def test_input_items_reject_bad_parameters(store: Store, query: str, param: str) -> None:
     app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=store)
-    async with sdk_client(app) as client, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t",
-        headers={"authorization": "Bearer sk-test"},
-    ) as http:
+    async with (
+        sdk_client(app) as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers={"authorization": "Bearer sk-test"},
+        ) as http,
+    ):
         made = await client.responses.create(model="m", input="x")
         answer = await http.get(f"/v1/responses/{made.id}/input_items?{query}")
     assert answer.status_code == 400
@@ -115,7 +125,9 @@ async def test_input_items_reject_bad_parameters(store: Store, query: str, param
 @pytest.mark.parametrize("bad_id", ["resp_unknown", "resp_bad%20chars", "x" * 300])
 async def test_unknown_ids_are_404_everywhere(store: Store, bad_id: str) -> None:
     app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as http:
         for method, path in [
             ("GET", f"/v1/responses/{bad_id}"),
             ("DELETE", f"/v1/responses/{bad_id}"),

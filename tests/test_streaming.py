@@ -89,9 +89,10 @@ async def test_upstream_errors_reach_the_client_byte_for_byte_and_store_nothing(
     upstream = ScriptedResponsesApp()
     app = ResponsesStateMiddleware(upstream, store=store)
     body = b'{"model":"m","input":"FAIL:503","stream":true}'
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=upstream), base_url="http://t"
-    ) as bare, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as wrapped:
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream), base_url="http://t") as bare,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as wrapped,
+    ):
         direct = await bare.post("/v1/responses", content=body)
         through = await wrapped.post("/v1/responses", content=body)
     assert through.status_code == direct.status_code == 503
@@ -164,9 +165,10 @@ def test_next_turn_sent_the_moment_the_terminal_event_arrives_finds_the_turn(
     if store_kind != "memory":
         pytest.skip("covered for shared stores by the replica tests")
     app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=make_store())
-    with serve(app) as base, openai.OpenAI(
-        base_url=f"{base}/v1", api_key="sk-race", max_retries=0
-    ) as client:
+    with (
+        serve(app) as base,
+        openai.OpenAI(base_url=f"{base}/v1", api_key="sk-race", max_retries=0) as client,
+    ):
         previous = None
         for turn in range(25):
             kwargs: dict[str, Any] = {"previous_response_id": previous} if previous else {}

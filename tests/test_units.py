@@ -23,7 +23,12 @@ from state_middleware._request import parse_turn_request, upstream_body
 
 def turn(rid: str, parent: str | None, inp: list[object], out: list[object]) -> TurnRecord:
     return TurnRecord(
-        rid, parent, 1, msgspec.json.encode(inp), msgspec.json.encode(out), b'{"id":"%s"}' % rid.encode()
+        rid,
+        parent,
+        1,
+        msgspec.json.encode(inp),
+        msgspec.json.encode(out),
+        b'{"id":"%s"}' % rid.encode(),
     )
 
 
@@ -49,7 +54,9 @@ def test_upstream_body_splices_history_before_the_new_input() -> None:
 
 
 def test_a_null_previous_id_is_dropped_and_other_bodies_are_untouched() -> None:
-    assert json.loads(upstream_body(parse_turn_request(b'{"previous_response_id":null}'), None)) == {}
+    assert (
+        json.loads(upstream_body(parse_turn_request(b'{"previous_response_id":null}'), None)) == {}
+    )
     raw = b'{ "input" : "x" }'
     assert upstream_body(parse_turn_request(raw), None) is raw
 
@@ -83,9 +90,12 @@ def test_ids_are_random_and_derived_ids_stable() -> None:
 def test_accumulator_rebuilds_output_from_done_items_when_terminal_lacks_it() -> None:
     acc = TurnAccumulator(response_id="resp_x", parent_id="resp_p", store=True, input_items=b"[]")
     item = {"id": "fc_1", "type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"}
-    assert acc.event(json.dumps({"type": "response.output_item.done", "output_index": 0,
-                                 "item": item}).encode()) == (None, Outcome.PASS)
-    data, outcome = acc.event(b'{"type":"response.completed","response":{"id":"up","status":"completed"}}')
+    assert acc.event(
+        json.dumps({"type": "response.output_item.done", "output_index": 0, "item": item}).encode()
+    ) == (None, Outcome.PASS)
+    data, outcome = acc.event(
+        b'{"type":"response.completed","response":{"id":"up","status":"completed"}}'
+    )
     assert outcome is Outcome.DONE
     assert data is not None
     assert json.loads(data)["response"]["id"] == "resp_x"

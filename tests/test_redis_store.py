@@ -1,0 +1,399 @@
+"""What only the Redis store has to prove, against a real ``redis-server``: constant
+round trips, Redis-side sliding TTLs, whole-or-nothing chains, sharing between
+instances, failing fast while Redis is down, Valkey clients, and the optional import.
+
+The behaviour every store shares runs against Redis through the ``store_kind`` suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio
+import valkey.asyncio
+
+import state_middleware
+from state_middleware import RedisStore, Store, StoreUnavailable, TurnRecord
+from state_middleware._redis import MISSING_EXTRA_MESSAGE
+
+from ._redis import RedisServer, flush
+
+pytestmark = pytest.mark.anyio
+
+OWNER = "owner"
+
+
+def record(response_id: str, parent_id: str | None = None, size: int = 40) -> TurnRecord:
+    return TurnRecord(
+        id=response_id,
+        parent_id=parent_id,
+        created_at=1_700_000_000,
+        input_items=b'[{"role":"user","content":"' + b"u" * size + b'"}]',
+        output_items=b'[{"type":"message","content":"' + b"a" * size + b'"}]',
+        response=b'{"id":"' + response_id.encode() + b'","object":"response"}',
+    )
+
+
+async def put_chain(store: Store, turns: int, name: str = "t") -> list[str]:
+    ids = [f"{name}{n}" for n in range(turns)]
+    parent = None
+    for response_id in ids:
+        await store.put(OWNER, record(response_id, parent))
+        parent = response_id
+    return ids
+
+
+class CountingConnection(redis.asyncio.Connection):
+    """A connection that counts the commands (or pipelines) it sends: round trips."""
+
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+async def round_trips(action: Callable[[], Awaitable[Any]]) -> int:
+    before = CountingConnection.sent
+    await action()
+    return CountingConnection.sent - before
+
+
+@pytest.fixture
+def url(redis_server: str) -> str:
+    flush(redis_server)
+    return redis_server
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore.from_url(url, key_prefix="t:")
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+async def admin(url: str) -> AsyncIterator[Any]:
+    """A plain client to look at (and tamper with) what the store wrote."""
+    client = redis.asyncio.Redis.from_url(url)
+    yield client
+    await client.aclose()
+
+
+async def turn_key(admin: Any, response_id: str) -> bytes:
+    keys = await admin.keys(f"t:turn:*:{response_id}")
+    assert len(keys) == 1
+    key: bytes = keys[0]
+    return key
+
+
+async def test_a_redis_store_is_a_store(store: RedisStore) -> None:
+    assert isinstance(store, Store)
+
+
+async def test_loading_a_1000_turn_chain_takes_one_round_trip_like_a_10_turn_one(
+    url: str, admin: Any
+) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", connection_class=CountingConnection)
+    try:
+        await put_chain(store, 10, "short")
+        await put_chain(store, 1000, "long")
+        await store.get_chain(OWNER, "missing")  # the first run of a script loads it
+        short = await round_trips(lambda: store.get_chain(OWNER, "short9"))
+        before = (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        long = await round_trips(lambda: store.get_chain(OWNER, "long999"))
+        after = (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        chain = await store.get_chain(OWNER, "long999")
+    finally:
+        await store.aclose()
+    assert short == long == 1
+    assert after - before == 1  # one script run, walking the 1000 links inside Redis
+    assert chain is not None
+    assert [r.id for r in chain] == [f"long{n}" for n in range(1000)]
+
+
+async def test_storing_a_turn_takes_one_round_trip_whatever_the_chain_length(url: str) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", connection_class=CountingConnection)
+    try:
+        await put_chain(store, 10, "short")
+        await put_chain(store, 1000, "long")
+        short = await round_trips(lambda: store.put(OWNER, record("next-short", "short9")))
+        long = await round_trips(lambda: store.put(OWNER, record("next-long", "long999")))
+    finally:
+        await store.aclose()
+    assert short == long == 1
+
+
+async def test_each_turn_is_one_key_holding_only_its_own_items(
+    store: RedisStore, admin: Any
+) -> None:
+    await put_chain(store, 3)
+    keys = sorted(await admin.keys("t:*"))
+    assert len(keys) == 3
+    fields = await admin.hgetall(await turn_key(admin, "t2"))
+    assert fields[b"parent"] == b"t1"
+    assert fields[b"children"] == b"0"
+    assert b"deleted" not in fields
+    assert len(fields[b"record"]) < 2 * record("t2").size  # not the whole history
+
+
+async def test_loading_a_chain_slides_every_ancestors_ttl(store: RedisStore, admin: Any) -> None:
+    store.ttl = 60.0
+    await put_chain(store, 3)
+    for response_id in ("t0", "t1", "t2"):
+        await admin.pexpire(await turn_key(admin, response_id), 1000)  # as if aged
+    assert await store.get_chain(OWNER, "t2") is not None
+    for response_id in ("t0", "t1", "t2"):
+        assert await admin.pttl(await turn_key(admin, response_id)) > 55_000
+
+
+async def test_storing_a_turn_slides_every_ancestors_ttl(store: RedisStore, admin: Any) -> None:
+    store.ttl = 60.0
+    await put_chain(store, 3)
+    for response_id in ("t0", "t1", "t2"):
+        await admin.pexpire(await turn_key(admin, response_id), 1000)
+    await store.put(OWNER, record("t3", "t2"))
+    for response_id in ("t0", "t1", "t2", "t3"):
+        assert await admin.pttl(await turn_key(admin, response_id)) > 55_000
+
+
+async def test_turns_expire_on_redis_own_clock(url: str) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", ttl=0.2)
+    try:
+        await store.put(OWNER, record("a"))
+        assert await store.get(OWNER, "a") is not None
+        await asyncio.sleep(0.4)
+        assert await store.get(OWNER, "a") is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_chain_missing_any_ancestor_is_not_replayed_at_all(
+    store: RedisStore, admin: Any
+) -> None:
+    await put_chain(store, 5)
+    await admin.delete(await turn_key(admin, "t2"))  # expired behind the store's back
+    assert await store.get_chain(OWNER, "t4") is None
+    assert await store.get_chain(OWNER, "t1") is not None
+    assert await store.get(OWNER, "t4") is not None  # the turn itself is still there
+
+
+async def test_deleting_the_last_descendant_frees_every_tombstone(
+    store: RedisStore, admin: Any
+) -> None:
+    await put_chain(store, 3)
+    assert await store.delete(OWNER, "t1") is True
+    assert len(await admin.keys("t:*")) == 3  # t1 stays for t2
+    assert await store.delete(OWNER, "t2") is True
+    assert len(await admin.keys("t:*")) == 1  # t2 and the tombstone t1 are gone
+    assert await store.get(OWNER, "t0") is not None
+
+
+async def test_owners_never_collide_whatever_their_names(store: RedisStore) -> None:
+    await store.put("a:b", record("c"))
+    assert await store.get("a", "b:c") is None
+    assert await store.get("a:b", "c") is not None
+
+
+async def test_another_instance_on_the_same_server_sees_everything(
+    store: RedisStore, url: str
+) -> None:
+    await put_chain(store, 3)
+    await store.delete(OWNER, "t0")
+    other = RedisStore.from_url(url, key_prefix="t:")
+    try:
+        chain = await other.get_chain(OWNER, "t2")
+        assert chain is not None
+        assert [r.id for r in chain] == ["t0", "t1", "t2"]
+        assert await other.get(OWNER, "t0") is None
+        assert await other.get(OWNER, "t2") == record("t2", "t1")
+    finally:
+        await other.aclose()
+
+
+async def test_a_key_prefix_keeps_stores_apart(store: RedisStore, url: str) -> None:
+    await store.put(OWNER, record("a"))
+    other = RedisStore.from_url(url, key_prefix="elsewhere:")
+    try:
+        assert await other.get(OWNER, "a") is None
+    finally:
+        await other.aclose()
+
+
+async def test_a_turn_begun_elsewhere_is_waited_for_until_it_ends(
+    store: RedisStore, url: str
+) -> None:
+    other = RedisStore.from_url(url, key_prefix="t:")
+    try:
+        await other.begin(OWNER, "a")
+
+        async def finish() -> None:
+            await asyncio.sleep(0.2)
+            await other.end(OWNER, "a")
+
+        task = asyncio.create_task(finish())
+        started = time.monotonic()
+        assert await store.wait(OWNER, "a", 5.0) is True
+        waited = time.monotonic() - started
+        await task
+        assert 0.15 < waited < 1.0
+        assert await store.wait(OWNER, "a", 5.0) is False
+    finally:
+        await other.aclose()
+
+
+async def test_a_crashed_producer_blocks_followers_only_for_pending_ttl(url: str) -> None:
+    crashed = RedisStore.from_url(url, key_prefix="t:", pending_ttl=0.3)
+    follower = RedisStore.from_url(url, key_prefix="t:")
+    try:
+        await crashed.begin(OWNER, "a")  # and never ends
+        started = time.monotonic()
+        assert await follower.wait(OWNER, "a", 10.0) is True
+        assert time.monotonic() - started < 1.0
+    finally:
+        await crashed.aclose()
+        await follower.aclose()
+
+
+async def test_waiting_gives_up_after_the_timeout(store: RedisStore) -> None:
+    await store.begin(OWNER, "a")
+    started = time.monotonic()
+    assert await store.wait(OWNER, "a", 0.1) is True
+    assert time.monotonic() - started < 0.5
+
+
+CALLS: dict[str, Callable[[Store], Awaitable[Any]]] = {
+    "put": lambda s: s.put(OWNER, record("b", "a")),
+    "get": lambda s: s.get(OWNER, "a"),
+    "get_chain": lambda s: s.get_chain(OWNER, "a"),
+    "delete": lambda s: s.delete(OWNER, "a"),
+    "begin": lambda s: s.begin(OWNER, "a"),
+    "end": lambda s: s.end(OWNER, "a"),
+    "wait": lambda s: s.wait(OWNER, "a", 5.0),
+}
+
+
+async def test_every_method_fails_fast_while_redis_is_down_and_recovers() -> None:
+    with RedisServer() as server:
+        store = RedisStore.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            await store.put(OWNER, record("a"))
+            server.stop()
+            for name, call in CALLS.items():
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable) as caught:
+                    await call(store)
+                assert time.monotonic() - started < 3.0, name
+                assert caught.value.code == "store_unavailable"
+            server.start()  # same port, empty: Redis kept nothing
+            assert await store.get(OWNER, "a") is None
+            await store.put(OWNER, record("a"))
+            assert await store.get_chain(OWNER, "a") is not None
+        finally:
+            await store.aclose()
+
+
+async def test_a_frozen_redis_fails_within_the_socket_timeout() -> None:
+    with RedisServer() as server:
+        store = RedisStore.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            await store.put(OWNER, record("a"))
+            server.pause()
+            try:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await store.get_chain(OWNER, "a")
+                assert time.monotonic() - started < 3.0
+            finally:
+                server.resume()
+            assert await store.get_chain(OWNER, "a") is not None
+        finally:
+            await store.aclose()
+
+
+async def test_a_valkey_client_works_too(url: str) -> None:
+    client = valkey.asyncio.Valkey.from_url(url)
+    try:
+        store = RedisStore(client, key_prefix="v:")
+        await put_chain(store, 3)
+        chain = await store.get_chain(OWNER, "t2")
+        assert chain is not None
+        assert [r.id for r in chain] == ["t0", "t1", "t2"]
+        assert await store.delete(OWNER, "t1") is True
+        assert await store.get(OWNER, "t1") is None
+        await store.begin(OWNER, "x")
+        assert await store.wait(OWNER, "x", 0.05) is True
+        await store.end(OWNER, "x")
+        await store.aclose()  # the client is the caller's: still usable
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_a_valkey_client_fails_fast_too() -> None:
+    with RedisServer() as server:
+        url = server.url
+    client = valkey.asyncio.Valkey.from_url(url, socket_connect_timeout=0.5)
+    try:
+        store = RedisStore(client)
+        with pytest.raises(StoreUnavailable):
+            await store.get_chain(OWNER, "a")
+    finally:
+        await client.aclose()
+
+
+async def test_a_client_decoding_responses_is_refused(url: str) -> None:
+    client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisStore(client)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("keyword", ["ttl", "pending_ttl"])
+async def test_non_positive_ttls_are_refused(url: str, keyword: str) -> None:
+    options: dict[str, Any] = {keyword: 0}
+    with pytest.raises(ValueError, match="positive"):
+        RedisStore.from_url(url, **options)
+
+
+def test_one_store_serves_one_event_loop_after_another(redis_server: str) -> None:
+    """Connections belong to the loop that opened them: each loop gets its own client,
+    closed when that loop ends (no connection is left open, no warning is raised)."""
+    flush(redis_server)
+    store = RedisStore.from_url(redis_server, key_prefix="t:")
+
+    async def clients() -> int:
+        async with redis.asyncio.Redis.from_url(redis_server) as admin:
+            info = await admin.info("clients")
+            return int(info["connected_clients"]) - 1
+
+    asyncio.run(store.put(OWNER, record("a")))
+    assert asyncio.run(store.get(OWNER, "a")) is not None
+    assert asyncio.run(store.get_chain(OWNER, "a")) is not None
+    gc.collect()
+    assert asyncio.run(clients()) == 0
+
+
+def test_the_package_imports_without_redis_and_names_the_extra_on_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(sys.modules):
+        if name == "redis" or name.startswith("redis."):
+            monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "state_middleware._redis")
+    monkeypatch.setattr(state_middleware, "_redis", state_middleware._redis)
+    fresh = importlib.import_module("state_middleware._redis")
+    assert state_middleware.RedisStore is fresh.RedisStore
+    with pytest.raises(ImportError, match=r'pip install "state-middleware\[redis\]"') as caught:
+        fresh.RedisStore.from_url("redis://127.0.0.1:1/0")
+    assert str(caught.value) == MISSING_EXTRA_MESSAGE
