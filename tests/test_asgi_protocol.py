@@ -187,7 +187,7 @@ async def test_ids_are_stamped_into_every_response_object_and_nothing_else_chang
     frames = [f for f in text.split(b"\n\n") if f]
     assert len(frames) == len(EVENTS)
     ids = set()
-    for raw, original in zip(frames, EVENTS):
+    for raw, original in zip(frames, EVENTS, strict=True):
         event_line, data_line = raw.split(b"\n")
         assert event_line == f"event: {original['type']}".encode()
         event = json.loads(data_line.removeprefix(b"data: "))

@@ -104,7 +104,7 @@ async def test_requests_without_history_reach_the_app_byte_for_byte(store: Store
 
 
 async def test_every_turn_gets_its_own_unguessable_id_echoed_everywhere(store: Store) -> None:
-    upstream, app = wrap(store)
+    _, app = wrap(store)
     async with sdk_client(app) as client:
         first = await client.responses.create(model="m", input="a")
         stream = await client.responses.create(
@@ -130,7 +130,7 @@ async def test_every_turn_gets_its_own_unguessable_id_echoed_everywhere(store: S
 
 
 async def test_store_false_is_echoed_and_not_retrievable(store: Store) -> None:
-    upstream, app = wrap(store)
+    _, app = wrap(store)
     async with sdk_client(app) as client:
         first = await client.responses.create(model="m", input="a")
         unstored = await client.responses.create(
@@ -255,7 +255,7 @@ def _owner_of(key: str) -> str:
 
 
 async def test_incomplete_turns_are_stored_and_can_be_continued(store: Store) -> None:
-    upstream, app = wrap(store)
+    _, app = wrap(store)
     async with sdk_client(app) as client:
         cut = await client.responses.create(model="m", input="INCOMPLETE please")
         assert cut.status == "incomplete"

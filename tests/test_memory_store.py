@@ -4,6 +4,7 @@ needed beyond running the coroutines."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import msgspec
@@ -135,11 +136,11 @@ async def test_stored_bytes_grow_with_the_items_not_with_the_history() -> None:
     sizes = []
     async with sdk_client(app) as client:
         previous = None
-        for turn in range(40):
+        for _ in range(40):
             kwargs: dict[str, Any] = {"previous_response_id": previous} if previous else {}
             made = await client.responses.create(model="m", input="x" * 300, **kwargs)
             previous = made.id
             sizes.append(store.size)
-    growth = [b - a for a, b in zip(sizes, sizes[1:])]
+    growth = [b - a for a, b in itertools.pairwise(sizes)]
     # Each turn adds about the same bytes; a cumulative copy would grow each step.
     assert max(growth) < 1.2 * min(growth)

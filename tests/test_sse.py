@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from state_middleware._sse import SSEDecoder, SSEFrame, format_frame, replace_data
@@ -27,7 +29,7 @@ def decode_in_pieces(stream: bytes, cuts: list[int]) -> list[SSEFrame]:
     decoder = SSEDecoder()
     frames: list[SSEFrame] = []
     edges = [0, *cuts, len(stream)]
-    for start, stop in zip(edges, edges[1:]):
+    for start, stop in itertools.pairwise(edges):
         frames += decoder.feed(stream[start:stop])
     return frames + decoder.flush()
 
