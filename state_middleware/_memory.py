@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from cachetools import TTLCache
 
@@ -18,6 +18,9 @@ __all__ = ["MemoryStore"]
 _MAX_DEPTH = 1_000_000  # guards a corrupted parent loop, far beyond any real chain
 
 Key = tuple[str, str]
+
+#: notes share the cache with turns; this prefix cannot start a response id
+_NOTE = "\x00note:"
 
 
 class _Entry:
@@ -146,6 +149,24 @@ class MemoryStore:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
         return True
+
+    async def remember(self, owner: str, notes: Mapping[str, bytes]) -> None:
+        with self._lock:
+            for key, value in notes.items():
+                note = TurnRecord(_NOTE + key, None, 0, b"", b"", value)
+                if note.size <= self.max_bytes:
+                    entry = _Entry(note, self._timer())
+                    entry.deleted = True  # never visible as a response
+                    self._cache[(owner, note.id)] = entry
+
+    async def recall(self, owner: str, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        with self._lock:
+            for key in keys:
+                entry = self._cache.get((owner, _NOTE + key))
+                if entry is not None:
+                    found[key] = entry.record.response
+        return found
 
     def _touch(self, owner: str, response_id: str) -> None:
         """Refresh the TTL of a turn and all its ancestors."""

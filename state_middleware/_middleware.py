@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from asgiref.typing import (
     ASGI3Application,
@@ -12,6 +12,7 @@ from asgiref.typing import (
 )
 
 from ._asgi import route_path
+from ._bridge_turn import BridgeOptions
 from ._endpoints import delete_response, get_response, list_input_items
 from ._identity import IdentityFunc, default_identity
 from ._memory import MemoryStore
@@ -29,6 +30,11 @@ class ResponsesStateMiddleware:
     with the whole stored conversation as ``input``; finished turns are stored;
     ``GET``/``DELETE {prefix}/responses/{id}`` and ``.../input_items`` are answered
     from the store. Every other request passes through untouched.
+
+    With ``upstream_api="chat"`` the app only needs ``POST {prefix}/chat/completions``:
+    Responses requests are translated to Chat Completions and the replies back
+    (``system_role``, ``reasoning_field``, ``max_tokens_field`` and
+    ``unsupported_tools`` tune the translation).
     """
 
     def __init__(
@@ -40,6 +46,11 @@ class ResponsesStateMiddleware:
         identity: IdentityFunc | None = None,
         max_body_bytes: int = 32 * 2**20,
         pending_timeout: float = 30.0,
+        upstream_api: Literal["responses", "chat"] = "responses",
+        system_role: str = "system",
+        reasoning_field: str = "reasoning_content",
+        max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
+        unsupported_tools: Literal["reject", "drop"] = "reject",
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError("prefix must start with '/' and not end with it, or be ''")
@@ -47,6 +58,18 @@ class ResponsesStateMiddleware:
             raise ValueError("max_body_bytes must be positive")
         if pending_timeout < 0:
             raise ValueError("pending_timeout must not be negative")
+        if upstream_api not in ("responses", "chat"):
+            raise ValueError("upstream_api must be 'responses' or 'chat'")
+        bridge = (
+            BridgeOptions(
+                system_role=system_role,
+                reasoning_field=reasoning_field,
+                max_tokens_field=max_tokens_field,
+                unsupported_tools=unsupported_tools,
+            )
+            if upstream_api == "chat"
+            else None
+        )
         self.app = app
         self.settings = Settings(
             app=app,
@@ -55,6 +78,7 @@ class ResponsesStateMiddleware:
             prefix=prefix,
             max_body_bytes=max_body_bytes,
             pending_timeout=pending_timeout,
+            bridge=bridge,
         )
         self._collection = prefix + "/responses"
         self._item_prefix = self._collection + "/"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from asgiref.typing import ASGI3Application
 
+from ._bridge_turn import BridgeOptions
 from ._identity import IdentityFunc
 from ._store import Store
 
@@ -20,3 +21,5 @@ class Settings:
     prefix: str
     max_body_bytes: int
     pending_timeout: float
+    #: set when the app speaks only Chat Completions
+    bridge: BridgeOptions | None = None

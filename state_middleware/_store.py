@@ -7,6 +7,7 @@ never changes a stored record; forks are just several records naming the same pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ._record import TurnRecord
@@ -47,6 +48,9 @@ class Store(Protocol):
     - ``begin``/``end`` bracket a turn being produced, and ``wait`` blocks until that
       turn has ended (or ``timeout`` seconds pass), returning whether it was pending.
       This lets a follow-up that names a still-streaming response wait for it.
+    - ``remember``/``recall`` keep small per-owner notes (the bridge keeps the reasoning
+      text of tool calls by call id, for clients that drop reasoning items); they live
+      as long as records do, and ``recall`` returns only the keys it has.
     """
 
     async def put(self, owner: str, record: TurnRecord) -> None: ...
@@ -62,3 +66,7 @@ class Store(Protocol):
     async def end(self, owner: str, response_id: str) -> None: ...
 
     async def wait(self, owner: str, response_id: str, timeout: float) -> bool: ...
+
+    async def remember(self, owner: str, notes: Mapping[str, bytes]) -> None: ...
+
+    async def recall(self, owner: str, keys: Sequence[str]) -> dict[str, bytes]: ...

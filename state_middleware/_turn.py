@@ -12,6 +12,7 @@ import enum
 import logging
 from typing import Any
 
+import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
 from ._accumulator import Outcome, TurnAccumulator
@@ -23,6 +24,16 @@ from ._asgi import (
     send_api_error,
     send_json,
     with_headers,
+)
+from ._bridge_errors import BridgeError
+from ._bridge_reasoning import reasoning_by_call_id
+from ._bridge_response import response_skeleton
+from ._bridge_turn import (
+    BridgeOptions,
+    ChatReplyTranslator,
+    call_ids,
+    chat_request_body,
+    expanded_input,
 )
 from ._errors import ApiError, error_body, previous_not_found
 from ._ids import new_response_id
@@ -37,6 +48,7 @@ __all__ = ["TurnResponder"]
 logger = logging.getLogger("state_middleware")
 
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
+_items_decoder = msgspec.json.Decoder(list[dict[str, Any]])
 
 
 class _Mode(enum.Enum):
@@ -105,20 +117,27 @@ class TurnResponder:
             await send_api_error(self.send, exc)
             return
         self.request = request
+        if settings.bridge is not None:
+            await self._run_bridge(request, chain, settings.bridge)
+            return
         self.body = upstream_body(request, chain)
         if not request.store and request.previous_response_id is None:
             # Nothing to replay, nothing to keep: the app answers as if we were absent.
             await settings.app(self._upstream_scope(), self._receive, self.send)
             return
+        self._begin_turn(request)
+        await self._run_app(self._upstream_scope(), self._send)
+
+    def _begin_turn(self, request: TurnRequest) -> TurnAccumulator:
         self.turn = TurnAccumulator(
             response_id=new_response_id(),
             parent_id=request.previous_response_id,
             store=request.store,
             input_items=request.input_items,
         )
-        await self._run_app()
+        return self.turn
 
-    async def _run_app(self) -> None:
+    async def _run_app(self, scope: Any, send: Any) -> None:
         assert self.request is not None
         assert self.turn is not None
         store, owner, response_id = self.settings.store, self.owner, self.turn.response_id
@@ -126,10 +145,40 @@ class TurnResponder:
         if pending:
             await store.begin(owner, response_id)
         try:
-            await self.settings.app(self._upstream_scope(), self._receive, self._send)
+            await self.settings.app(scope, self._receive, send)
         finally:
             if pending:
                 await store.end(owner, response_id)
+
+    async def _run_bridge(
+        self, request: TurnRequest, chain: list[TurnRecord] | None, options: BridgeOptions
+    ) -> None:
+        """Answer the turn by calling ``{prefix}/chat/completions`` on the app."""
+        items = expanded_input(request, chain)
+        try:
+            ids = call_ids(items)
+            notes = await self.settings.store.recall(self.owner, ids) if ids else {}
+            recovered = {key: value.decode() for key, value in notes.items()}
+            self.body = chat_request_body(request, items, options, recovered)
+        except StoreError as exc:
+            await send_api_error(self.send, store_error(exc))
+            return
+        except BridgeError as exc:
+            await send_json(self.send, exc.status, exc.to_body())
+            return
+        turn = self._begin_turn(request)
+        base = response_skeleton(
+            request.body,
+            response_id=turn.response_id,
+            created_at=turn.created_at,
+            previous_response_id=request.previous_response_id,
+            store=request.store,
+        )
+        path = self.settings.prefix + "/chat/completions"
+        root = self.scope.get("root_path", "")
+        scope = {**self._upstream_scope(), "path": root + path, "raw_path": (root + path).encode()}
+        send = ChatReplyTranslator(base, self._send, self.settings.max_body_bytes)
+        await self._run_app(scope, send)
 
     def _declared_length(self) -> int | None:
         value = header(self.scope["headers"], b"content-length")
@@ -268,6 +317,21 @@ class TurnResponder:
             raise
         await self.settings.store.end(self.owner, record.id)
         logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
+        if self.settings.bridge is not None:
+            await self._remember_reasoning(record)
+
+    async def _remember_reasoning(self, record: TurnRecord) -> None:
+        """Keep the reasoning of the turn's tool calls, by call id, for clients that
+        later resend the history without the reasoning items."""
+        found = reasoning_by_call_id(_items_decoder.decode(record.output_items))
+        if not found:
+            return
+        try:
+            await self.settings.store.remember(
+                self.owner, {key: text.encode() for key, text in found.items()}
+            )
+        except StoreError as exc:  # the turn is stored; only the index is missing
+            logger.warning("reasoning of response %s was not indexed: %s", record.id, exc)
 
     async def _json_body(self, message: Any) -> None:
         assert self.turn is not None

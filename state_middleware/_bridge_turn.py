@@ -1,0 +1,184 @@
+"""The ASGI side of the Chat Completions bridge.
+
+``chat_request_body`` turns a turn request (history already loaded) into the body of a
+``POST {prefix}/chat/completions``; ``ChatReplyTranslator`` sits on the app's ``send``
+and turns its Chat reply into the Responses reply the turn responder tees and stores,
+exactly as if the app had spoken Responses itself. Streams are translated chunk by
+chunk; nothing waits for the end of the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ._asgi import header, with_headers
+from ._bridge_errors import BridgeError, chat_error_to_response_error
+from ._bridge_request import build_chat_request
+from ._bridge_response import chat_completion_to_response
+from ._bridge_stream import ChatStreamTranslator
+from ._record import TurnRecord, chain_input
+from ._request import TurnRequest
+from ._sse import SSEDecoder
+
+__all__ = ["BridgeOptions", "ChatReplyTranslator", "call_ids", "chat_request_body"]
+
+_decoder = msgspec.json.Decoder()
+_list_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+_encoder = msgspec.json.Encoder()
+_CALL_TYPES = frozenset({"function_call", "custom_tool_call"})
+_BODY_HEADERS = (b"content-length", b"content-type", b"transfer-encoding")
+
+Deliver = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeOptions:
+    system_role: str = "system"
+    reasoning_field: str = "reasoning_content"
+    max_tokens_field: str = "max_completion_tokens"
+    unsupported_tools: str = "reject"
+
+    def __post_init__(self) -> None:
+        # build_chat_request checks these too; failing at construction is kinder.
+        build_chat_request(
+            {"input": []},
+            max_tokens_field=self.max_tokens_field,
+            unsupported_tools=self.unsupported_tools,
+        )
+
+
+def expanded_input(request: TurnRequest, chain: Sequence[TurnRecord] | None) -> list[Any]:
+    """The whole context as decoded items: stored history, then this request's input."""
+    raw = chain_input(chain, request.input_items) if chain else request.input_items
+    items: list[Any] = _list_decoder.decode(raw)
+    return items
+
+
+def call_ids(items: Sequence[Any]) -> list[str]:
+    """Ids of the tool calls in a context, to look their reasoning up."""
+    return [
+        item["call_id"]
+        for item in items
+        if isinstance(item, dict)
+        and item.get("type") in _CALL_TYPES
+        and isinstance(item.get("call_id"), str)
+    ]
+
+
+def chat_request_body(
+    request: TurnRequest,
+    items: list[Any],
+    options: BridgeOptions,
+    recovered: Mapping[str, str],
+) -> bytes:
+    """The Chat Completions body for a turn. Raises ``BridgeError``."""
+    body = dict(request.body)
+    body.pop("previous_response_id", None)
+    body["input"] = items
+    chat = build_chat_request(
+        body,
+        system_role=options.system_role,
+        reasoning_field=options.reasoning_field,
+        max_tokens_field=options.max_tokens_field,
+        unsupported_tools=options.unsupported_tools,
+        recovered_reasoning=recovered,
+    )
+    return _encoder.encode(chat)
+
+
+class ChatReplyTranslator:
+    """The ``send`` the chat app gets: its reply, translated, goes to ``deliver``."""
+
+    def __init__(self, base: dict[str, Any], deliver: Deliver, limit: int) -> None:
+        self.base = base
+        self.deliver = deliver
+        self.limit = limit
+        self.start: Any = None
+        self.status = 0
+        self.stream: ChatStreamTranslator | None = None
+        self.decoder = SSEDecoder()
+        self.held: list[bytes] = []
+        self.held_size = 0
+        self.overflow = False
+
+    async def __call__(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._start(message)
+        elif kind == "http.response.body":
+            if self.stream is not None:
+                await self._stream_body(message)
+            else:
+                await self._held_body(message)
+        elif kind != "http.response.trailers":
+            await self.deliver(message)
+
+    async def _start(self, message: Any) -> None:
+        self.start = message
+        self.status = message["status"]
+        content_type = (header(message.get("headers", []), b"content-type") or b"").lower()
+        if 200 <= self.status < 300 and content_type.startswith(b"text/event-stream"):
+            self.stream = ChatStreamTranslator(base=self.base)
+            headers = with_headers(
+                message.get("headers", []),
+                _BODY_HEADERS,
+                [(b"content-type", b"text/event-stream; charset=utf-8")],
+            )
+            await self.deliver({"type": "http.response.start", "status": 200, "headers": headers})
+            await self._emit(self.stream.start(), more=True)
+
+    async def _stream_body(self, message: Any) -> None:
+        assert self.stream is not None
+        chunk: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        frames = self.decoder.feed(chunk) if chunk else []
+        if not more:
+            frames += self.decoder.flush()
+        out = [self.stream.feed(frame.data) for frame in frames if frame.data is not None]
+        if not more:
+            out.append(self.stream.finish())
+        await self._emit(b"".join(out), more=more)
+
+    async def _held_body(self, message: Any) -> None:
+        if self.overflow:
+            return
+        chunk: bytes = message.get("body", b"")
+        self.held_size += len(chunk)
+        self.held.append(chunk)
+        if self.held_size > self.limit:
+            self.overflow = True
+            self.held = []
+            error = BridgeError(502, "The upstream chat completion is too large to translate.")
+            await self._reply(error.status, error.to_body())
+        elif not message.get("more_body", False):
+            await self._reply(*self._translate(b"".join(self.held)))
+
+    async def _reply(self, status: int, reply: bytes) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(reply)).encode()),
+        ]
+        await self.deliver({"type": "http.response.start", "status": status, "headers": headers})
+        await self.deliver({"type": "http.response.body", "body": reply, "more_body": False})
+
+    def _translate(self, body: bytes) -> tuple[int, bytes]:
+        if not 200 <= self.status < 300:
+            return self.status, chat_error_to_response_error(self.status, body)
+        try:
+            chat = _decoder.decode(body)
+            if not isinstance(chat, dict):
+                raise BridgeError(502, "The upstream chat completion is not a JSON object.")
+            return 200, _encoder.encode(chat_completion_to_response(chat, base=self.base))
+        except msgspec.DecodeError:
+            error = BridgeError(502, "The upstream chat completion is not valid JSON.")
+        except BridgeError as exc:
+            error = exc
+        return error.status, error.to_body()
+
+    async def _emit(self, data: bytes, *, more: bool) -> None:
+        if data or not more:
+            await self.deliver({"type": "http.response.body", "body": data, "more_body": more})
