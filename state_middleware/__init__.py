@@ -4,16 +4,22 @@
 responses and ``GET``/``DELETE /v1/responses/{id}`` (plus ``input_items``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._identity import default_identity
 from ._memory import MemoryStore
 from ._middleware import ResponsesStateMiddleware
 from ._record import TurnRecord
 from ._store import Store, StoreError, StoreUnavailable
 
+if TYPE_CHECKING:
+    from ._redis import RedisStore
+
 __version__ = "0.1.0"
 
 __all__ = [
     "MemoryStore",
+    "RedisStore",
     "ResponsesStateMiddleware",
     "Store",
     "StoreError",
@@ -22,3 +28,12 @@ __all__ = [
     "__version__",
     "default_identity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore is imported on first use, so the package never needs redis to import.
+    if name == "RedisStore":
+        from ._redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

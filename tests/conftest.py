@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,11 +12,13 @@ import httpx
 import openai
 import pytest
 
-from state_middleware import MemoryStore, Store
+from state_middleware import MemoryStore, RedisStore, Store
 from state_middleware.testing import StreamingASGITransport
 
+from ._redis import redis_server  # noqa: F401  (the session fixture make_store asks for)
+
 #: every store kind the behaviour suite runs against
-STORE_KINDS = ["memory"]
+STORE_KINDS = ["memory", "redis"]
 
 
 @pytest.fixture
@@ -34,6 +38,21 @@ def make_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Call
     max_bytes)."""
     if store_kind == "memory":
         yield lambda **kw: MemoryStore(**kw)
+        return
+    if store_kind == "redis":
+        url: str = request.getfixturevalue("redis_server")
+        made: list[RedisStore] = []
+
+        def make_redis_store(**kw: Any) -> Store:
+            if "max_bytes" in kw or "timer" in kw:
+                pytest.skip("RedisStore is bounded by maxmemory and expires on Redis' clock")
+            # A prefix of its own keeps every store fresh and empty on the shared server.
+            made.append(RedisStore.from_url(url, key_prefix=f"test:{uuid.uuid4().hex}:", **kw))
+            return made[-1]
+
+        yield make_redis_store
+        for store in made:  # clients also close with the loop that used them
+            asyncio.run(store.aclose())
         return
     raise AssertionError(f"unknown store kind {store_kind}")  # pragma: no cover
 

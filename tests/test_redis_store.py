@@ -196,6 +196,19 @@ async def test_deleting_the_last_descendant_frees_every_tombstone(
     assert await store.get(OWNER, "t0") is not None
 
 
+async def test_notes_are_kept_per_owner_for_the_ttl_and_only_found_ones_come_back(
+    store: RedisStore, admin: Any
+) -> None:
+    store.ttl = 60.0
+    await store.remember(OWNER, {"call_1": b"thinking", "call_2": b"more"})
+    assert await store.recall(OWNER, ["call_1", "call_3"]) == {"call_1": b"thinking"}
+    assert await store.recall("someone else", ["call_1"]) == {}
+    keys = await admin.keys("t:note:*")
+    assert len(keys) == 2
+    for key in keys:
+        assert 55_000 < await admin.pttl(key) <= 60_000
+
+
 async def test_owners_never_collide_whatever_their_names(store: RedisStore) -> None:
     await store.put("a:b", record("c"))
     assert await store.get("a", "b:c") is None
@@ -277,6 +290,8 @@ CALLS: dict[str, Callable[[Store], Awaitable[Any]]] = {
     "begin": lambda s: s.begin(OWNER, "a"),
     "end": lambda s: s.end(OWNER, "a"),
     "wait": lambda s: s.wait(OWNER, "a", 5.0),
+    "remember": lambda s: s.remember(OWNER, {"call": b"note"}),
+    "recall": lambda s: s.recall(OWNER, ["call"]),
 }
 
 
@@ -331,6 +346,8 @@ async def test_a_valkey_client_works_too(url: str) -> None:
         await store.begin(OWNER, "x")
         assert await store.wait(OWNER, "x", 0.05) is True
         await store.end(OWNER, "x")
+        await store.remember(OWNER, {"call": b"note"})
+        assert await store.recall(OWNER, ["call", "other"]) == {"call": b"note"}
         await store.aclose()  # the client is the caller's: still usable
         assert await client.ping()
     finally:
