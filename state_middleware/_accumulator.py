@@ -156,7 +156,8 @@ class TurnAccumulator:
         sequence_number = max(sequence_number, 0)
         response = dict(self._final or {"id": self.response_id, "object": "response"})
         response["status"] = "failed"
-        response["error"] = {"code": code, "message": message}
+        # The SDK accepts only its own codes here; the store's code is on `error`.
+        response["error"] = {"code": "server_error", "message": message}
         error = {
             "type": "error",
             "sequence_number": sequence_number,

@@ -143,12 +143,24 @@ class TurnResponder:
         store, owner, response_id = self.settings.store, self.owner, self.turn.response_id
         pending = self.request.store
         if pending:
-            await store.begin(owner, response_id)
+            try:
+                await store.begin(owner, response_id)
+            except StoreError as exc:
+                # A turn that could not be kept must not run: answer before the app.
+                logger.warning("store failed starting %s: %s", response_id, exc)
+                await send_api_error(self.send, store_error(exc))
+                return
         try:
             await self.settings.app(scope, self._receive, send)
         finally:
             if pending:
-                await store.end(owner, response_id)
+                await self._end_pending(response_id)
+
+    async def _end_pending(self, response_id: str) -> None:
+        try:
+            await self.settings.store.end(self.owner, response_id)
+        except StoreError as exc:  # the pending mark expires by itself
+            logger.warning("store failed ending %s: %s", response_id, exc)
 
     async def _run_bridge(
         self, request: TurnRequest, chain: list[TurnRecord] | None, options: BridgeOptions
@@ -315,7 +327,7 @@ class TurnResponder:
         except StoreError as exc:
             logger.error("response %s was not stored: %s", record.id, exc)
             raise
-        await self.settings.store.end(self.owner, record.id)
+        await self._end_pending(record.id)
         logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
         if self.settings.bridge is not None:
             await self._remember_reasoning(record)

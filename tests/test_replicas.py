@@ -259,10 +259,6 @@ def test_a_streamed_turn_that_cannot_be_stored_ends_failed_and_is_logged(
     assert f"response {response_id} was not stored" in a.log.read_text()
 
 
-@pytest.mark.xfail(
-    reason="_turn.py lets a StoreError from store.begin escape: a plain 500, not a 503",
-    strict=True,
-)
 def test_a_new_turn_while_redis_is_down_answers_503(
     redis: RedisServer, replicas: tuple[Replica, Replica]
 ) -> None:

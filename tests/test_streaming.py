@@ -162,8 +162,6 @@ def test_next_turn_sent_the_moment_the_terminal_event_arrives_finds_the_turn(
     """Over a real socket: the follow-up goes out from inside the event loop that is
     reading the stream, as soon as `response.completed` is parsed, while the server may
     still be finishing the response. It must always find the stored turn."""
-    if store_kind != "memory":
-        pytest.skip("covered for shared stores by the replica tests")
     app = ResponsesStateMiddleware(ScriptedResponsesApp(), store=make_store())
     with (
         serve(app) as base,
