@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -220,3 +221,73 @@ def test_threads_can_share_one_middleware(store: Store) -> None:
         for t in threads:
             t.join(30)
     assert errors == []
+
+
+def test_a_client_leaving_is_noticed_even_when_the_app_never_listens(store: Store) -> None:
+    """Over uvicorn, with an app that streams without ever calling ``receive`` again:
+    the middleware watches for the disconnect itself and keeps nothing."""
+    first_id: list[str] = []
+    finished = threading.Event()
+
+    async def deaf_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        created = {
+            "type": "response.created",
+            "sequence_number": 0,
+            "response": {
+                "id": "resp_up",
+                "object": "response",
+                "status": "in_progress",
+                "output": [],
+            },
+        }
+        await send(
+            {
+                "type": "http.response.body",
+                "more_body": True,
+                "body": b"event: response.created\ndata: " + json.dumps(created).encode() + b"\n\n",
+            }
+        )
+        await asyncio.sleep(0.6)  # the client leaves meanwhile
+        done = {
+            "type": "response.completed",
+            "sequence_number": 1,
+            "response": {
+                "id": "resp_up",
+                "object": "response",
+                "status": "completed",
+                "output": [],
+            },
+        }
+        await send(
+            {
+                "type": "http.response.body",
+                "more_body": False,
+                "body": b"event: response.completed\ndata: " + json.dumps(done).encode() + b"\n\n",
+            }
+        )
+        finished.set()
+
+    app = ResponsesStateMiddleware(deaf_app, store=store)
+    with serve(app) as base:
+        with (
+            httpx.Client(base_url=base, timeout=10) as http,
+            http.stream(
+                "POST", "/v1/responses", json={"model": "m", "input": "x", "stream": True}
+            ) as response,
+        ):
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    first_id.append(json.loads(line[6:])["response"]["id"])
+                    break
+        assert finished.wait(5)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            fetched = http.get(f"/v1/responses/{first_id[0]}")
+    assert fetched.status_code == 404

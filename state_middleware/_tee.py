@@ -1,0 +1,253 @@
+"""The reply side of a turn: tee the app's answer to the client and into the store.
+
+``ReplyTee`` is the ``send`` the app gets. SSE frames go to the client as they complete
+(chunks holding nothing the turn needs are forwarded untouched without parsing; frames
+carrying a response object are rewritten to stamp our id), and the turn is stored
+before the frame of its terminal event is sent. A non-stream JSON reply is one object:
+it is held (bounded), stamped, stored, then sent with a correct Content-Length. Other
+replies (non-2xx, compressed, other types) pass through untouched and are not stored.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from asgiref.typing import ASGISendCallable
+
+from ._accumulator import Outcome, TurnAccumulator
+from ._asgi import header, send_json, with_headers
+from ._bridge_reasoning import reasoning_by_call_id
+from ._errors import ApiError, error_body
+from ._record import TurnRecord
+from ._sse import SSEDecoder, SSEFrame, format_frame, replace_data
+from ._store import Store, StoreError
+
+__all__ = ["ReplyTee", "end_pending", "store_error"]
+
+logger = logging.getLogger("state_middleware")
+
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+_items_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+class _Mode(enum.Enum):
+    PASS = "pass"  # forwarded untouched; nothing stored
+    SSE = "sse"  # teed frame by frame
+    JSON = "json"  # one response object, stamped then forwarded
+
+
+def store_error(exc: StoreError) -> ApiError:
+    return ApiError(
+        503,
+        "The response store is unavailable; please retry.",
+        type="server_error",
+        code=exc.code,
+    )
+
+
+async def end_pending(store: Store, owner: str, response_id: str) -> None:
+    """Clear a turn's pending mark; a failure is only logged (the mark expires)."""
+    try:
+        await store.end(owner, response_id)
+    except StoreError as exc:
+        logger.warning("store failed ending %s: %s", response_id, exc)
+
+
+class ReplyTee:
+    """All reply-side state of one turn."""
+
+    def __init__(
+        self,
+        *,
+        send: ASGISendCallable,
+        store: Store,
+        owner: str,
+        turn: TurnAccumulator,
+        max_body_bytes: int,
+        index_reasoning: bool,
+        watch_client: Callable[[], object] | None = None,
+    ) -> None:
+        self.send = send
+        self.store = store
+        self.owner = owner
+        self.turn = turn
+        self.max_body_bytes = max_body_bytes
+        self.index_reasoning = index_reasoning
+        self.watch_client = watch_client  # starts watching for a disconnect
+        self.client_gone = False
+        self.mode = _Mode.PASS
+        self.settled = False  # a terminal event went by
+        self.held_start: Any = None
+        self.held_body: list[bytes] = []
+        self.held_size = 0
+        self.decoder = SSEDecoder()
+
+    async def _forward(self, message: Any) -> None:
+        try:
+            await self.send(message)
+        except Exception:
+            self.client_gone = True
+            raise
+
+    async def __call__(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._start(message)
+        elif kind == "http.response.body" and self.mode is _Mode.SSE:
+            await self._sse_body(message)
+        elif kind == "http.response.body" and self.mode is _Mode.JSON:
+            await self._json_body(message)
+        else:
+            await self._forward(message)
+
+    async def _start(self, message: Any) -> None:
+        status: int = message["status"]
+        headers = message.get("headers", [])
+        content_type = (header(headers, b"content-type") or b"").lower()
+        encoding = header(headers, b"content-encoding")
+        if not 200 <= status < 300 or (encoding and encoding.lower() != b"identity"):
+            self.mode = _Mode.PASS
+        elif content_type.startswith(b"text/event-stream"):
+            self.mode = _Mode.SSE
+            if self.watch_client is not None:
+                self.watch_client()  # a client leaving mid-stream must be noticed
+            message = {**message, "headers": with_headers(headers, [b"content-length"])}
+        elif b"json" in content_type:
+            self.mode = _Mode.JSON
+            self.held_start = message
+            return
+        await self._forward(message)
+
+    async def _sse_body(self, message: Any) -> None:
+        chunk: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        if more and (self.settled or _plain_frames(chunk, self.decoder)):
+            await self._forward(message)  # nothing in it concerns the turn
+            return
+        frames = self.decoder.feed(chunk) if chunk else []
+        if not more:
+            frames += self.decoder.flush()
+        out: list[bytes] = []
+        for frame in frames:
+            if self.settled or frame.data is None:
+                out.append(frame.raw)
+                continue
+            data, outcome = self.turn.event(frame.data)
+            raw = frame.raw if data is None else replace_data(frame, data)
+            if outcome is Outcome.DONE:
+                self.settled = True
+                if out:
+                    await self._forward(
+                        {"type": "http.response.body", "body": b"".join(out), "more_body": True}
+                    )
+                    out = []
+                raw = await self._commit_stream(frame, raw)
+            elif outcome is Outcome.FAILED:
+                self.settled = True
+            out.append(raw)
+        if out or not more:
+            await self._forward(
+                {"type": "http.response.body", "body": b"".join(out), "more_body": more}
+            )
+
+    async def _commit_stream(self, frame: SSEFrame, raw: bytes) -> bytes:
+        """Store the turn; on a store failure the terminal frame becomes a failure."""
+        try:
+            await self._commit()
+        except StoreError as exc:
+            payloads = self.turn.failed_event(
+                self.turn.last_sequence, exc.code, _not_stored_message(exc)
+            )
+            return format_frame("error", payloads[0]) + format_frame("response.failed", payloads[1])
+        return raw
+
+    async def _commit(self) -> None:
+        if not self.turn.store or self.client_gone:
+            return
+        record = self.turn.record()
+        try:
+            await self.store.put(self.owner, record)
+        except StoreError as exc:
+            logger.error("response %s was not stored: %s", record.id, exc)
+            raise
+        await end_pending(self.store, self.owner, record.id)
+        logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
+        if self.index_reasoning:
+            await self._remember_reasoning(record)
+
+    async def _remember_reasoning(self, record: TurnRecord) -> None:
+        """Keep the reasoning of the turn's tool calls, by call id, for clients that
+        later resend the history without the reasoning items."""
+        found = reasoning_by_call_id(_items_decoder.decode(record.output_items))
+        if not found:
+            return
+        try:
+            await self.store.remember(
+                self.owner, {key: text.encode() for key, text in found.items()}
+            )
+        except StoreError as exc:  # the turn is stored; only the index is missing
+            logger.warning("reasoning of response %s was not indexed: %s", record.id, exc)
+
+    async def _json_body(self, message: Any) -> None:
+        chunk: bytes = message.get("body", b"")
+        self.held_body.append(chunk)
+        self.held_size += len(chunk)
+        if self.held_size > self.max_body_bytes:
+            await self._release_held(message.get("more_body", False))
+            return
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.held_body)
+        stamped = self.turn.json_body(body)
+        if stamped is None:
+            await self._release_held(False)
+            return
+        new_body, storable = stamped
+        if storable:
+            try:
+                await self._commit()
+            except StoreError as exc:
+                await send_json(self.send, 503, _store_failure_body(exc))
+                return
+        headers = with_headers(
+            self.held_start.get("headers", []),
+            _BODY_HEADERS,
+            [(b"content-length", str(len(new_body)).encode())],
+        )
+        await self._forward({**self.held_start, "headers": headers})
+        await self._forward({"type": "http.response.body", "body": new_body, "more_body": False})
+
+    async def _release_held(self, more: bool) -> None:
+        """Give up on rewriting: forward what was held, then pass the rest through."""
+        self.mode = _Mode.PASS
+        await self._forward(self.held_start)
+        body = b"".join(self.held_body)
+        self.held_body = []
+        await self._forward({"type": "http.response.body", "body": body, "more_body": more})
+
+
+def _plain_frames(chunk: bytes, decoder: SSEDecoder) -> bool:
+    """Whether ``chunk`` is whole frames none of which the turn needs to look at:
+    no response object (the only thing stamped), no error, no finished item. A
+    quoted word inside a JSON string has escaped quotes, so the byte checks cannot be
+    fooled by text the model wrote."""
+    return (
+        not decoder.pending
+        and chunk.endswith(b"\n\n")
+        and b'"response"' not in chunk
+        and b'"error"' not in chunk
+        and b"output_item.done" not in chunk
+        and b"\r" not in chunk
+    )
+
+
+def _not_stored_message(exc: StoreError) -> str:
+    return f"The response was generated but could not be stored ({exc.code}); retry the turn."
+
+
+def _store_failure_body(exc: StoreError) -> bytes:
+    return error_body(_not_stored_message(exc), "server_error", None, exc.code)
