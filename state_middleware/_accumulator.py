@@ -41,8 +41,28 @@ class _EventView(msgspec.Struct):
 
 
 _view_decoder = msgspec.json.Decoder(_EventView)
-_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+#: one level deep: keys decoded, values kept as their raw JSON bytes
+_shallow = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encoder = msgspec.json.Encoder()
+
+
+def _string(value: msgspec.Raw | None) -> str | None:
+    """The value of a raw JSON string (``None`` for anything else)."""
+    if value is None or bytes(value)[:1] != b'"':
+        return None
+    try:
+        decoded = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return None
+    return decoded if isinstance(decoded, str) else None
+
+
+def _compact(array: bytes) -> bytes:
+    """The array as compact JSON: stored arrays are spliced together by bytes, so
+    they must not carry whitespace from an upstream that pretty-prints."""
+    if b"\n" in array or b", " in array or b": " in array:
+        return _encoder.encode(msgspec.json.decode(array))
+    return array
 
 
 class TurnAccumulator:
@@ -51,6 +71,7 @@ class TurnAccumulator:
     __slots__ = (
         "_done_items",
         "_final",
+        "_stamp",
         "created_at",
         "input_items",
         "last_sequence",
@@ -73,28 +94,34 @@ class TurnAccumulator:
         self.input_items = input_items
         self.created_at = int(time.time())
         self._done_items: dict[int, bytes] = {}
-        self._final: dict[str, Any] | None = None
+        self._final: dict[str, msgspec.Raw] | None = None
+        self._stamp = (
+            msgspec.Raw(_encoder.encode(response_id)),
+            msgspec.Raw(_encoder.encode(parent_id)),
+            msgspec.Raw(b"true" if store else b"false"),
+        )
         self.last_sequence = -1
 
     # -- response objects -------------------------------------------------------
-    def stamp(self, response: dict[str, Any]) -> dict[str, Any]:
-        """Our id and the client's ``previous_response_id``/``store`` on an object."""
-        response["id"] = self.response_id
-        response["previous_response_id"] = self.parent_id
-        response["store"] = self.store
+    def stamp(self, response: dict[str, msgspec.Raw]) -> dict[str, msgspec.Raw]:
+        """Our id and the client's ``previous_response_id``/``store`` on an object
+        decoded shallowly (values kept as raw JSON, so nothing else is re-encoded)."""
+        response["id"] = self._stamp[0]
+        response["previous_response_id"] = self._stamp[1]
+        response["store"] = self._stamp[2]
         return response
 
     def json_body(self, body: bytes) -> tuple[bytes, bool] | None:
         """A whole (non-stream) reply: the stamped bytes and whether to store it, or
         ``None`` when the body is not a response object (forwarded unchanged)."""
         try:
-            response = _dict_decoder.decode(body)
+            response = _shallow.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             return None
-        if response.get("object") != "response":
+        if _string(response.get("object")) != "response":
             return None
         self.stamp(response)
-        storable = response.get("status") in STORABLE_STATUS
+        storable = _string(response.get("status")) in STORABLE_STATUS
         if storable:
             self._final = response
         return _encoder.encode(response), storable
@@ -113,14 +140,13 @@ class TurnAccumulator:
         if kind == "response.output_item.done" and view.output_index >= 0:
             self._done_items[view.output_index] = bytes(view.item)
             return None, Outcome.PASS
-        if not view.response:
+        if not view.response or bytes(view.response)[:1] != b"{":
             return None, (Outcome.FAILED if kind in TERMINAL_FAILED else Outcome.PASS)
-        event = _dict_decoder.decode(data)
-        response = event.get("response")
-        if isinstance(response, dict):
-            self.stamp(response)
+        event = _shallow.decode(data)
+        response = self.stamp(_shallow.decode(view.response))
+        event["response"] = msgspec.Raw(_encoder.encode(response))
         rewritten = _encoder.encode(event)
-        if kind in TERMINAL_OK and isinstance(response, dict):
+        if kind in TERMINAL_OK:
             self._final = response
             return rewritten, Outcome.DONE
         if kind in TERMINAL_FAILED:
@@ -133,20 +159,23 @@ class TurnAccumulator:
         if self._final is None:
             raise RuntimeError("no terminal response to store")
         response = dict(self._final)
-        output = response.pop("output", None)
-        if not output and self._done_items:
+        output = bytes(response.pop("output", b""))
+        if output in (b"", b"null", b"[]") and self._done_items:
             # Terminal events may omit the output; rebuild it from the done items.
-            output = msgspec.Raw(
-                b"[" + b",".join(self._done_items[i] for i in sorted(self._done_items)) + b"]"
-            )
-        elif output is None:
-            output = []
+            output = b"[" + b",".join(self._done_items[i] for i in sorted(self._done_items)) + b"]"
+        elif output in (b"", b"null"):
+            output = b"[]"
+        created = response.get("created_at")
+        try:
+            created_at = int(msgspec.json.decode(created)) if created else self.created_at
+        except (msgspec.DecodeError, TypeError, ValueError):
+            created_at = self.created_at
         return TurnRecord(
             id=self.response_id,
             parent_id=self.parent_id,
-            created_at=int(response.get("created_at") or self.created_at),
+            created_at=created_at,
             input_items=self.input_items,
-            output_items=_encoder.encode(output),
+            output_items=_compact(output),
             response=_encoder.encode(response),
         )
 
@@ -154,7 +183,9 @@ class TurnAccumulator:
         """Payloads announcing that the turn could not be kept (``error`` then
         ``response.failed``), for a store that failed after the stream ran."""
         sequence_number = max(sequence_number, 0)
-        response = dict(self._final or {"id": self.response_id, "object": "response"})
+        response: dict[str, Any] = dict(self._final or {})
+        response.setdefault("id", self.response_id)
+        response.setdefault("object", "response")
         response["status"] = "failed"
         # The SDK accepts only its own codes here; the store's code is on `error`.
         response["error"] = {"code": "server_error", "message": message}
