@@ -117,3 +117,37 @@ def test_accumulator_rebuilds_output_from_done_items_when_terminal_lacks_it() ->
 def test_accumulator_classifies_events(payload: bytes, outcome: Outcome) -> None:
     acc = TurnAccumulator(response_id="resp_x", parent_id=None, store=True, input_items=b"[]")
     assert acc.event(payload)[1] is outcome
+
+
+def test_pretty_printed_replies_are_stored_compact_and_stamped() -> None:
+    acc = TurnAccumulator(response_id="resp_x", parent_id=None, store=False, input_items=b"[]")
+    reply = {
+        "id": "up",
+        "object": "response",
+        "status": "completed",
+        "created_at": 5,
+        "output": [{"type": "message", "role": "assistant", "content": "a: b, c"}],
+    }
+    stamped = acc.json_body(json.dumps(reply, indent=2).encode())
+    assert stamped is not None
+    body, storable = stamped
+    assert storable
+    assert json.loads(body) == {
+        **reply,
+        "id": "resp_x",
+        "previous_response_id": None,
+        "store": False,
+    }
+    record = acc.record()
+    assert record.output_items == msgspec.json.encode(reply["output"])
+    assert record.created_at == 5
+    assert (
+        json.loads(join_arrays([record.output_items, record.output_items])) == reply["output"] * 2
+    )
+
+
+def test_non_response_json_is_left_alone() -> None:
+    acc = TurnAccumulator(response_id="resp_x", parent_id=None, store=True, input_items=b"[]")
+    assert acc.json_body(b'{"object":"list","data":[]}') is None
+    assert acc.json_body(b"[1]") is None
+    assert acc.json_body(b"nope") is None
