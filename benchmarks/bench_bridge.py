@@ -1,0 +1,203 @@
+"""What the Responses-to-Chat bridge costs, measured against the bare chat app.
+
+    python benchmarks/bench_bridge.py
+
+Prints one markdown table. ``run()`` returns the same measurements as (label, result)
+rows. Both apps are in ``_apps.py``: ``bare_chat`` is the scripted Chat Completions app
+on its own, ``bridge`` the same app behind ``ResponsesStateMiddleware(...,
+upstream_api="chat")`` with the default in-memory store. Each is served by its own
+uvicorn subprocess and the client stays in this process, as in ``run.py``:
+
+* ``stream``: ``DELTAS:2000`` streamed. The bridge reads the 2000-chunk chat stream and
+  sends the Responses event stream; the bare app sends the chat stream itself (with
+  ``stream_options.include_usage``, as the bridge asks for). Time to the last byte.
+* ``latency``: one single-turn JSON request, a Responses request through the bridge
+  against the equivalent chat request to the bare app.
+
+Bare and bridged rounds are interleaved (alternating which goes first) so drift hits both
+alike; the reported ratio is the median of the per-round ratios of medians.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+from _common import Row, markdown_table, median, row, timed, uvicorn_server
+
+__all__ = ["run"]
+
+ROUNDS = 7
+LATENCY_REQUESTS = 400  # per app per round
+STREAMS = 4  # per app per round
+STREAM_DELTAS = 2000
+TARGET = 1.10
+
+PROMPT = "Hello, how are you today?"
+AUTH = ("authorization", "Bearer sk-bench")
+JSON_HEADERS = {"content-type": "application/json"}
+
+Measure = Callable[[httpx.Client], list[float]]
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """Per-request seconds against each app and the median of the per-round ratios."""
+
+    bare: list[float]
+    bridge: list[float]
+    ratio: float
+
+    def details(self, count: str) -> str:
+        bare, bridge = median(self.bare), median(self.bridge)
+        return (
+            f"median bare chat {_ms(bare)}, bridge {_ms(bridge)} (+{_ms(bridge - bare)}); "
+            f"{ROUNDS} rounds x {count}"
+        )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def _compare(bare_measure: Measure, bridge_measure: Measure) -> _Comparison:
+    """Run each measure against its server for ``ROUNDS`` rounds, after one warm-up each,
+    alternating which app goes first."""
+    samples: dict[str, list[float]] = {"bare": [], "bridge": []}
+    ratios: list[float] = []
+    with (
+        uvicorn_server("_apps:bare_chat") as bare_url,
+        uvicorn_server("_apps:bridge") as bridge_url,
+        httpx.Client(base_url=bare_url, headers=[AUTH], timeout=60) as bare,
+        httpx.Client(base_url=bridge_url, headers=[AUTH], timeout=60) as bridge,
+    ):
+        runs: dict[str, tuple[Measure, httpx.Client]] = {
+            "bare": (bare_measure, bare),
+            "bridge": (bridge_measure, bridge),
+        }
+        for measure, client in runs.values():
+            measure(client)
+        order = list(runs)
+        for number in range(ROUNDS):
+            medians: dict[str, float] = {}
+            for name in order if number % 2 == 0 else order[::-1]:
+                measure, client = runs[name]
+                times = measure(client)
+                samples[name].extend(times)
+                medians[name] = median(times)
+            ratios.append(medians["bridge"] / medians["bare"])
+    return _Comparison(samples["bare"], samples["bridge"], median(ratios))
+
+
+def _streams(path: str, body: dict[str, Any], last_event: bytes) -> Measure:
+    """Time ``STREAMS`` streamed requests to their last byte; each must hold
+    ``last_event``."""
+    content = msgspec.json.encode(body)
+
+    def measure(client: httpx.Client) -> list[float]:
+        def one() -> None:
+            with client.stream("POST", path, content=content, headers=JSON_HEADERS) as reply:
+                reply.raise_for_status()
+                seen, carry = False, b""
+                for chunk in reply.iter_raw():
+                    seen = seen or last_event in carry + chunk
+                    carry = chunk[-len(last_event) :]
+                if not seen:
+                    raise RuntimeError(f"the stream from {path} did not hold {last_event!r}")
+
+        return [timed(one) for _ in range(STREAMS)]
+
+    return measure
+
+
+def _requests(path: str, body: dict[str, Any]) -> Measure:
+    content = msgspec.json.encode(body)
+
+    def measure(client: httpx.Client) -> list[float]:
+        def one() -> None:
+            client.post(path, content=content, headers=JSON_HEADERS).raise_for_status()
+
+        return [timed(one) for _ in range(LATENCY_REQUESTS)]
+
+    return measure
+
+
+def stream() -> list[Row]:
+    text = f"DELTAS:{STREAM_DELTAS}"
+    chat_body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": text}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    result = _compare(
+        _streams("/v1/chat/completions", chat_body, b"data: [DONE]"),
+        _streams(
+            "/v1/responses",
+            {"model": "m", "input": text, "stream": True},
+            b"event: response.completed",
+        ),
+    )
+    added = median(result.bridge) - median(result.bare)
+    return [
+        row(
+            f"{STREAM_DELTAS}-delta stream, last byte, bridge / bare chat",
+            f"{result.ratio:.3f}x",
+            target=f"<= {TARGET:.2f}x",
+            met=result.ratio <= TARGET,
+            details=(
+                result.details(f"{STREAMS} streams")
+                + f"; {added / STREAM_DELTAS * 1e6:.1f} us per delta"
+            ),
+        )
+    ]
+
+
+def latency() -> list[Row]:
+    result = _compare(
+        _requests(
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": PROMPT}]},
+        ),
+        _requests("/v1/responses", {"model": "m", "input": PROMPT}),
+    )
+    return [
+        row(
+            "single-turn JSON latency, bridge / bare chat",
+            f"{result.ratio:.3f}x",
+            target=f"<= {TARGET:.2f}x",
+            met=result.ratio <= TARGET,
+            details=result.details(f"{LATENCY_REQUESTS} requests (store=true)"),
+        )
+    ]
+
+
+def _rows() -> list[Row]:
+    rows: list[Row] = []
+    for section in (stream, latency):
+        start = time.perf_counter()
+        rows.extend(section())
+        print(f"{section.__name__}: {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return rows
+
+
+def run() -> list[tuple[str, str]]:
+    """Measure both; rows of (measurement, result with target, verdict and details)."""
+    results = []
+    for measurement, result, target, met, details in _rows():
+        results.append((measurement, f"{result} (target {target}: {met.strip('*')}); {details}"))
+    return results
+
+
+def main() -> int:
+    print(markdown_table(_rows()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
