@@ -135,6 +135,9 @@ class ChatReplyTranslator:
         assert self.stream is not None
         chunk: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
+        if more and _single_data_line(chunk) and not self.decoder.pending:
+            await self._emit(self.stream.feed(chunk[6:-2]), more=True)  # the usual chunk
+            return
         frames = self.decoder.feed(chunk) if chunk else []
         if not more:
             frames += self.decoder.flush()
@@ -182,3 +185,13 @@ class ChatReplyTranslator:
     async def _emit(self, data: bytes, *, more: bool) -> None:
         if data or not more:
             await self.deliver({"type": "http.response.body", "body": data, "more_body": more})
+
+
+def _single_data_line(chunk: bytes) -> bool:
+    """``data: <payload>\n\n`` and nothing else: one chat chunk in one message."""
+    return (
+        chunk.startswith(b"data: ")
+        and chunk.find(b"\n") == len(chunk) - 2
+        and chunk.endswith(b"\n\n")
+        and b"\r" not in chunk
+    )

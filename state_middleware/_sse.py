@@ -33,6 +33,9 @@ class SSEDecoder:
         self._scan = 0  # where the next line of the pending frame starts
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
+        if not self._buffer and chunk.find(b"\n\n") == len(chunk) - 2 > 0:
+            if chunk[:1] != b"\n" and b"\r" not in chunk:
+                return [_parse(chunk)]  # the usual chunk: exactly one whole frame
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             return self._feed_lines(buffer)
@@ -105,6 +108,8 @@ def _lines(raw: bytes) -> list[bytes]:
 
 
 def _parse(raw: bytes) -> SSEFrame:
+    if raw.startswith(b"data: ") and raw.find(b"\n") == len(raw) - 2 and b"\r" not in raw:
+        return SSEFrame(raw, None, raw[6:-2])  # a lone "data: ...\n\n" line
     if raw.startswith(b"event: "):
         # Fast path for the usual "event: x\ndata: {...}\n\n".
         nl = raw.find(b"\n")
