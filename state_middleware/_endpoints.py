@@ -9,7 +9,7 @@ import msgspec
 from asgiref.typing import ASGISendCallable
 
 from ._asgi import send_api_error, send_json
-from ._errors import ApiError, response_not_found
+from ._errors import ApiError, response_not_found, store_unavailable
 from ._ids import ID_PATTERN, derived_item_id
 from ._record import TurnRecord, response_with_output
 from ._store import Store, StoreError
@@ -18,15 +18,6 @@ __all__ = ["delete_response", "get_response", "list_input_items"]
 
 _encoder = msgspec.json.Encoder()
 _list_decoder = msgspec.json.Decoder(list[dict[str, Any]])
-
-
-def _store_unavailable(exc: StoreError) -> ApiError:
-    return ApiError(
-        503,
-        "The response store is unavailable; please retry.",
-        type="server_error",
-        code=exc.code,
-    )
 
 
 async def get_response(
@@ -47,7 +38,7 @@ async def get_response(
     try:
         record = await store.get(owner, response_id) if ID_PATTERN.fullmatch(response_id) else None
     except StoreError as exc:
-        await send_api_error(send, _store_unavailable(exc))
+        await send_api_error(send, store_unavailable(exc.code))
         return
     if record is None:
         await send_api_error(send, response_not_found(response_id))
@@ -63,7 +54,7 @@ async def delete_response(
             owner, response_id
         )
     except StoreError as exc:
-        await send_api_error(send, _store_unavailable(exc))
+        await send_api_error(send, store_unavailable(exc.code))
         return
     if not deleted:
         await send_api_error(send, response_not_found(response_id))
@@ -97,7 +88,7 @@ async def list_input_items(
             start = positions[0] + 1
         page = items[start : start + limit]
     except StoreError as exc:
-        await send_api_error(send, _store_unavailable(exc))
+        await send_api_error(send, store_unavailable(exc.code))
         return
     except ApiError as exc:
         await send_api_error(send, exc)

@@ -55,6 +55,13 @@ def response_not_found(response_id: str) -> ApiError:
     return ApiError(404, RESPONSE_NOT_FOUND.format(response_id))
 
 
+def store_unavailable(code: str) -> ApiError:
+    """The store failed (``code`` names how): a 503 the client may retry."""
+    return ApiError(
+        503, "The response store is unavailable; please retry.", type="server_error", code=code
+    )
+
+
 def invalid_type(param: str, expected: str, got: object) -> ApiError:
     return ApiError(
         400,

@@ -33,9 +33,13 @@ class SSEDecoder:
         self._scan = 0  # where the next line of the pending frame starts
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
-        if not self._buffer and chunk.find(b"\n\n") == len(chunk) - 2 > 0:
-            if chunk[:1] != b"\n" and b"\r" not in chunk:
-                return [_parse(chunk)]  # the usual chunk: exactly one whole frame
+        if (
+            not self._buffer
+            and chunk.find(b"\n\n") == len(chunk) - 2 > 0
+            and chunk[:1] != b"\n"
+            and b"\r" not in chunk
+        ):
+            return [_parse(chunk)]  # the usual chunk: exactly one whole frame
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             return self._feed_lines(buffer)

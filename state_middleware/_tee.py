@@ -21,7 +21,7 @@ from asgiref.typing import ASGISendCallable
 from ._accumulator import Outcome, TurnAccumulator
 from ._asgi import header, send_json, with_headers
 from ._bridge_reasoning import reasoning_by_call_id
-from ._errors import ApiError, error_body
+from ._errors import ApiError, error_body, store_unavailable
 from ._record import TurnRecord
 from ._sse import SSEDecoder, SSEFrame, format_frame, replace_data
 from ._store import Store, StoreError
@@ -41,12 +41,7 @@ class _Mode(enum.Enum):
 
 
 def store_error(exc: StoreError) -> ApiError:
-    return ApiError(
-        503,
-        "The response store is unavailable; please retry.",
-        type="server_error",
-        code=exc.code,
-    )
+    return store_unavailable(exc.code)
 
 
 async def end_pending(store: Store, owner: str, response_id: str) -> None:

@@ -39,7 +39,14 @@ from typing import Any
 import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from ._common import ClientDisconnect, error_body, header_dict, read_body, send_json
+from ._common import (
+    ClientDisconnect,
+    error_body,
+    header_dict,
+    read_body,
+    run_lifespan,
+    send_json,
+)
 from ._responses_app import ReceivedRequest
 
 __all__ = [
@@ -289,13 +296,8 @@ class ScriptedChatApp:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await run_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         try:

@@ -88,3 +88,14 @@ def error_body(
 ) -> dict[str, Any]:
     """An OpenAI error body; all four keys are always present, absent ones as ``null``."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+async def run_lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Answer the lifespan protocol: startup and shutdown complete at once."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

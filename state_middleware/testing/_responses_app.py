@@ -47,7 +47,15 @@ from typing import Any, TypeAlias
 import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from ._common import ClientDisconnect, error_body, header_dict, read_body, send_json, sse_frame
+from ._common import (
+    ClientDisconnect,
+    error_body,
+    header_dict,
+    read_body,
+    run_lifespan,
+    send_json,
+    sse_frame,
+)
 
 __all__ = [
     "PREVIOUS_RESPONSE_ID_MESSAGE",
@@ -401,7 +409,7 @@ class ScriptedResponsesApp:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "lifespan":
-            await _run_lifespan(receive, send)
+            await run_lifespan(receive, send)
         elif scope["type"] == "websocket":
             await receive()
             await send({"type": "websocket.close", "code": 1000, "reason": None})
@@ -421,16 +429,6 @@ class ScriptedResponsesApp:
 
     def _next_id(self) -> str:
         return f"resp_upstream_{next(self._ids)}"
-
-
-async def _run_lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 class _Responder:

@@ -1,0 +1,258 @@
+"""The ``state-middleware`` command: ``state-middleware serve --upstream URL [options]``.
+
+Also ``python -m state_middleware serve ...``. ``serve`` needs uvicorn
+(``pip install "state-middleware[serve]"``); ``--redis-url`` needs the ``redis`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .proxy import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, create_app
+
+__all__ = ["MISSING_UVICORN_MESSAGE", "build_parser", "main"]
+
+MISSING_UVICORN_MESSAGE = (
+    'state-middleware serve needs uvicorn: pip install "state-middleware[serve]"'
+)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+logger = logging.getLogger("state_middleware.proxy")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="state-middleware",
+        description="Stateful OpenAI Responses API in front of any OpenAI-compatible server.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the stateful proxy",
+        description=(
+            "Serve a proxy that forwards every request to --upstream and adds the stateful "
+            "Responses API (previous_response_id, GET/DELETE /v1/responses/{id}, "
+            "input_items). A request to PREFIX/x goes to UPSTREAM/x: the prefix is "
+            "stripped from the path and the rest appended to the upstream URL, query "
+            "string kept. An upstream that cannot be reached is answered with 502, one "
+            "that times out with 504."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    upstream = serve.add_argument_group("upstream")
+    upstream.add_argument(
+        "--upstream",
+        required=True,
+        metavar="URL",
+        help="base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+    )
+    upstream.add_argument(
+        "--upstream-api",
+        choices=("responses", "chat"),
+        default="responses",
+        help="what the upstream serves: the Responses API, or only Chat Completions "
+        "(Responses requests are then translated to Chat Completions)",
+    )
+    upstream.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="S",
+        help="seconds to open a connection to the upstream before answering 502",
+    )
+    upstream.add_argument(
+        "--read-timeout",
+        type=_positive_float,
+        default=DEFAULT_READ_TIMEOUT,
+        metavar="S",
+        help="seconds to wait for upstream data before answering 504 (or, once the reply "
+        "has started, ending it)",
+    )
+    listen = serve.add_argument_group("listening")
+    listen.add_argument("--host", default="127.0.0.1", help="address to bind")
+    listen.add_argument("--port", type=int, default=8080, help="port to bind")
+    listen.add_argument(
+        "--prefix",
+        default="/v1",
+        help="path prefix of the API, stripped before the path is appended to --upstream",
+    )
+    listen.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="log level of the server"
+    )
+    listen.add_argument("--access-log", action="store_true", help="log every request")
+    state = serve.add_argument_group("stored responses")
+    state.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="keep responses in Redis (shared by processes, survives restarts) instead "
+        "of this process's memory, e.g. redis://127.0.0.1:6379/0",
+    )
+    state.add_argument(
+        "--ttl",
+        type=_positive_float,
+        metavar="S",
+        help="seconds an unused response is kept, refreshed on use (default: 3600 in "
+        "memory, 86400 in Redis)",
+    )
+    state.add_argument(
+        "--max-bytes",
+        type=_positive_int,
+        metavar="N",
+        help="bytes of responses kept in memory, least recently used evicted first "
+        "(default: 268435456); not with --redis-url, as Redis is bounded by its maxmemory",
+    )
+    state.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=32 * 2**20,
+        metavar="N",
+        help="largest Responses request body accepted (413 past it)",
+    )
+    state.add_argument(
+        "--pending-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a follow-up waits for the turn it continues to finish",
+    )
+    bridge = serve.add_argument_group("with --upstream-api chat")
+    bridge.add_argument(
+        "--system-role",
+        default="system",
+        metavar="ROLE",
+        help="role of the message carrying instructions (some servers want 'developer')",
+    )
+    bridge.add_argument(
+        "--reasoning-field",
+        default="reasoning_content",
+        metavar="FIELD",
+        help="message field carrying reasoning text sent back to the upstream "
+        "('reasoning' for Ollama and newer vLLM)",
+    )
+    bridge.add_argument(
+        "--max-tokens-field",
+        choices=("max_completion_tokens", "max_tokens"),
+        default="max_completion_tokens",
+        help="field max_output_tokens becomes",
+    )
+    bridge.add_argument(
+        "--unsupported-tools",
+        choices=("reject", "drop"),
+        default="reject",
+        help="what to do with tools Chat Completions cannot express: answer 400, or drop them",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.redis_url and args.max_bytes is not None:
+        parser.error("--max-bytes applies to the in-memory store, not with --redis-url")
+    try:
+        import uvicorn
+    except ImportError:
+        print(MISSING_UVICORN_MESSAGE, file=sys.stderr)
+        return 1
+    try:
+        app = create_app(
+            upstream=args.upstream,
+            upstream_api=args.upstream_api,
+            store=_store(args),
+            connect_timeout=args.connect_timeout,
+            read_timeout=args.read_timeout,
+            prefix=args.prefix,
+            max_body_bytes=args.max_body_bytes,
+            pending_timeout=args.pending_timeout,
+            system_role=args.system_role,
+            reasoning_field=args.reasoning_field,
+            max_tokens_field=args.max_tokens_field,
+            unsupported_tools=args.unsupported_tools,
+        )
+    except ImportError as exc:  # --redis-url without the redis client
+        print(str(exc), file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        parser.error(str(exc))
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        lifespan="on",
+        log_config=_log_config(uvicorn.config.LOGGING_CONFIG, args.log_level),
+        log_level=args.log_level,
+        access_log=args.access_log,
+        # The upstream's own Server and Date headers are passed on.
+        server_header=False,
+        date_header=False,
+    )
+    store = "redis" if args.redis_url else "memory"
+    logger.info(
+        "proxying http://%s:%d%s -> %s (%s API, %s store)",
+        args.host,
+        args.port,
+        args.prefix,
+        args.upstream,
+        args.upstream_api,
+        store,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    if args.redis_url:
+        from ._redis import RedisStore
+
+        if args.ttl is None:
+            return RedisStore.from_url(args.redis_url)
+        return RedisStore.from_url(args.redis_url, ttl=args.ttl)
+    from ._memory import MemoryStore
+
+    options: dict[str, Any] = {}
+    if args.ttl is not None:
+        options["ttl"] = args.ttl
+    if args.max_bytes is not None:
+        options["max_bytes"] = args.max_bytes
+    return MemoryStore(**options)
+
+
+def _log_config(base: dict[str, Any], level: str) -> dict[str, Any]:
+    """uvicorn's logging setup, with the ``state_middleware`` loggers added."""
+    config = copy.deepcopy(base)
+    config["loggers"]["state_middleware"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
