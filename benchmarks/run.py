@@ -279,11 +279,29 @@ def storage() -> list[Row]:
     return rows
 
 
+def bridge() -> list[Row]:
+    """The chat bridge against the bare chat app (``bench_bridge.py``)."""
+    import bench_bridge
+
+    return [*bench_bridge.stream(), *bench_bridge.latency()]
+
+
+def redis() -> list[Row]:
+    """RedisStore against MemoryStore on a redis-server of its own (``bench_redis.py``)."""
+    import bench_redis
+    from _redis_server import redis_server
+
+    with redis_server() as url:
+        return [row(name, value) for name, value in bench_redis.run(url)]
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency", latency),
     ("stream", stream),
     ("replay", replay),
     ("storage", storage),
+    ("bridge", bridge),
+    ("redis", redis),
 ]
 
 
