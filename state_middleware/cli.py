@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from ._store import Store
 from .proxy import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, create_app
 
 __all__ = ["MISSING_UVICORN_MESSAGE", "build_parser", "main"]
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_HelpFormatter,
     )
+    serve.set_defaults(parser=serve)  # errors are reported with serve's usage
     upstream = serve.add_argument_group("upstream")
     upstream.add_argument(
         "--upstream",
@@ -175,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    parser: argparse.ArgumentParser = args.parser
     if args.redis_url and args.max_bytes is not None:
         parser.error("--max-bytes applies to the in-memory store, not with --redis-url")
     try:
@@ -230,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace) -> Store:
     if args.redis_url:
         from ._redis import RedisStore
 
