@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -111,24 +111,24 @@ class ReplyTee:
             self.client_gone = True
             raise
 
-    async def __call__(self, message: Any) -> None:
+    def __call__(self, message: Any) -> Awaitable[None]:
         if self.mode is _Mode.SSE and message.get("more_body", False):
             body = message.get("body", b"")
             # One whole frame of a kind the turn never needs (the bulk of a stream:
             # deltas) goes out untouched and unparsed: its event line names it, its
-            # data is a single line, and nothing of an earlier frame is pending.
+            # data is a single line, and nothing of an earlier frame is pending. It is
+            # handed to the server's own ``send`` with no coroutine of ours around it
+            # (a client leaving is noticed by the watch on ``receive``).
             if self.settled or (
                 body.startswith(_PLAIN_EVENTS)
                 and body.find(b"\n", body.find(b"\n") + 1) == len(body) - 2
                 and body.endswith(b"\n\n")
                 and not self.decoder.pending
             ):
-                try:
-                    await self.send(message)
-                except Exception:
-                    self.client_gone = True
-                    raise
-                return
+                return self.send(message)
+        return self._handle(message)
+
+    async def _handle(self, message: Any) -> None:
         kind = message["type"]
         if kind == "http.response.start":
             await self._start(message)

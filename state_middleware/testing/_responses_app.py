@@ -526,9 +526,11 @@ class _Responder:
         )
         disconnected = asyncio.ensure_future(self._wait_for_disconnect())
         try:
-            for event in events:
+            for index, event in enumerate(events):
                 if self.app.delay:
                     await asyncio.wait({disconnected}, timeout=self.app.delay)
+                elif index % 16 == 15:
+                    await asyncio.sleep(0)  # let the disconnect watcher run now and then
                 if disconnected.done():
                     return
                 frame = sse_frame(event["type"], event)
