@@ -105,7 +105,20 @@ class ChatReplyTranslator:
         self.held_size = 0
         self.overflow = False
 
-    async def __call__(self, message: Any) -> None:
+    def __call__(self, message: Any) -> Awaitable[None]:
+        stream = self.stream
+        if stream is not None and message.get("more_body", False):
+            chunk: bytes = message.get("body", b"")
+            if _single_data_line(chunk) and not self.decoder.pending:
+                # The usual chunk: one chat delta, translated and handed on at once,
+                # without a coroutine of ours around it.
+                data = stream.feed(chunk[6:-2])
+                if not data:
+                    return _nothing()
+                return self.deliver({"type": "http.response.body", "body": data, "more_body": True})
+        return self._handle(message)
+
+    async def _handle(self, message: Any) -> None:
         kind = message["type"]
         if kind == "http.response.start":
             await self._start(message)
@@ -135,9 +148,6 @@ class ChatReplyTranslator:
         assert self.stream is not None
         chunk: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        if more and _single_data_line(chunk) and not self.decoder.pending:
-            await self._emit(self.stream.feed(chunk[6:-2]), more=True)  # the usual chunk
-            return
         frames = self.decoder.feed(chunk) if chunk else []
         if not more:
             frames += self.decoder.flush()
@@ -185,6 +195,10 @@ class ChatReplyTranslator:
     async def _emit(self, data: bytes, *, more: bool) -> None:
         if data or not more:
             await self.deliver({"type": "http.response.body", "body": data, "more_body": more})
+
+
+async def _nothing() -> None:
+    """An awaitable for a chunk that produced nothing to send."""
 
 
 def _single_data_line(chunk: bytes) -> bool:
