@@ -88,6 +88,27 @@ _DELTA_EVENTS = {
 }
 
 
+def _delta_template(state: StreamedItem, part_type: str) -> tuple[bytes, bytes]:
+    """The bytes of a delta frame for one part, before and after ``delta``'s value; the
+    sequence number and the closing brace follow the tail."""
+    kind = _DELTA_EVENTS[part_type].encode()
+    head = (
+        b"event: "
+        + kind
+        + b'\ndata: {"type":"'
+        + kind
+        + b'","item_id":'
+        + _encode(state.item_id)
+        + b',"output_index":'
+        + str(state.output_index).encode()
+        + b',"content_index":'
+        + str(len(state.parts) - 1).encode()
+        + b',"delta":'
+    )
+    logprobs = b',"logprobs":[]' if part_type == "output_text" else b""
+    return head, logprobs + b',"sequence_number":'
+
+
 class ChatStreamTranslator:
     """Translate one Chat Completions stream into Responses SSE frames."""
 
@@ -103,6 +124,9 @@ class ChatStreamTranslator:
         self._usage: dict[str, Any] | None = None
         self._started = False
         self._terminal = False
+        self._delta_key: tuple[str, int, str] | None = None
+        self._delta_head = b""
+        self._delta_tail = b""
 
     @property
     def terminal_emitted(self) -> bool:
@@ -127,7 +151,7 @@ class ChatStreamTranslator:
         out = self.start()
         if self._terminal:
             return out
-        if data.strip() == b"[DONE]":
+        if data[:1] != b"{" and data.strip() == b"[DONE]":
             return out + self._complete()
         try:
             chunk = _chunk_decoder.decode(data)
@@ -204,16 +228,21 @@ class ChatStreamTranslator:
                 "response.content_part.added", state, content_part(part_type, "")
             )
         state.parts[-1][1].append(text)
-        event = {
-            "type": _DELTA_EVENTS[part_type],
-            "item_id": state.item_id,
-            "output_index": state.output_index,
-            "content_index": len(state.parts) - 1,
-            "delta": text,
-        }
-        if part_type == "output_text":
-            event["logprobs"] = []
-        return out + self._event(event)
+        key = (state.item_id, len(state.parts) - 1, part_type)
+        if key != self._delta_key:
+            self._delta_key = key
+            self._delta_head, self._delta_tail = _delta_template(state, part_type)
+        # Deltas are most of a stream: their frame is a template with two holes.
+        sequence = self._seq
+        self._seq += 1
+        return (
+            out
+            + self._delta_head
+            + _encode(text)
+            + self._delta_tail
+            + str(sequence).encode()
+            + b"}\n\n"
+        )
 
     def _call_index(self, call: ToolCallDelta) -> int:
         if call.index is not None:
