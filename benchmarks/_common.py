@@ -87,6 +87,24 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) 
         time.sleep(0.05)
 
 
+#: With two or more cores, servers run on the last one and the measuring client on the
+#: others, so the client and the server under test never take turns on one core (on this
+#: project's 2-core machines that scheduling noise was larger than the effects measured).
+_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+SERVER_CPUS = set(_CPUS[-1:]) if len(_CPUS) >= 2 else set()
+CLIENT_CPUS = set(_CPUS[:-1]) if len(_CPUS) >= 2 else set()
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(pid, cpus)
+
+
+def pin_client() -> None:
+    """Keep the measuring process off the servers' core (see ``SERVER_CPUS``)."""
+    _pin(0, CLIENT_CPUS)
+
+
 @contextlib.contextmanager
 def uvicorn_server(app: str, *, app_dir: Path = BENCH_DIR) -> Iterator[str]:
     """Serve ``module:attribute`` (found in ``app_dir``) with uvicorn in a subprocess on
@@ -110,6 +128,7 @@ def uvicorn_server(app: str, *, app_dir: Path = BENCH_DIR) -> Iterator[str]:
         "off",
     ]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _pin(process.pid, SERVER_CPUS)
     try:
         _wait_for_port(port, process, timeout=20)
         yield f"http://127.0.0.1:{port}"

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import msgspec
-from _common import Row, markdown_table, median, row, timed, uvicorn_server
+from _common import Row, markdown_table, median, pin_client, row, timed, uvicorn_server
 
 __all__ = ["run"]
 
@@ -195,6 +195,7 @@ def run() -> list[tuple[str, str]]:
 
 
 def main() -> int:
+    pin_client()
     print(markdown_table(_rows()))
     return 0
 

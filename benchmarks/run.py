@@ -30,7 +30,16 @@ from typing import Any
 
 import httpx
 import msgspec
-from _common import Row, call_asgi, markdown_table, median, row, timed, uvicorn_server
+from _common import (
+    Row,
+    call_asgi,
+    markdown_table,
+    median,
+    pin_client,
+    row,
+    timed,
+    uvicorn_server,
+)
 
 from state_middleware import MemoryStore, ResponsesStateMiddleware
 from state_middleware._identity import hash_credentials
@@ -306,6 +315,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
 
 
 def main(argv: list[str]) -> int:
+    pin_client()
     known = dict(SECTIONS)
     wanted = argv or [name for name, _ in SECTIONS]
     unknown = [name for name in wanted if name not in known]
