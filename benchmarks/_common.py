@@ -75,16 +75,29 @@ def free_port() -> int:
         return port
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float, name: str = "uvicorn"
+) -> None:
+    """Until ``process`` accepts connections on ``port``; fails if it exits or is late."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with status {process.returncode}")
+            raise RuntimeError(f"{name} exited with status {process.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not listen on port {port} within {timeout}s")
+            raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
         time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server process, killing it if it does not exit within 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 #: With two or more cores, servers run on the last one and the measuring client on the
@@ -130,15 +143,10 @@ def uvicorn_server(app: str, *, app_dir: Path = BENCH_DIR) -> Iterator[str]:
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _pin(process.pid, SERVER_CPUS)
     try:
-        _wait_for_port(port, process, timeout=20)
+        wait_for_port(port, process, timeout=20)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 async def call_asgi(

@@ -10,6 +10,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+from _common import stop
+
 __all__ = ["redis_server"]
 
 
@@ -47,9 +49,4 @@ def redis_server(timeout: float = 10.0) -> Iterator[str]:
             time.sleep(0.01)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

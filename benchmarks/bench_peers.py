@@ -32,7 +32,6 @@ import datetime
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from typing import Any
 
 import httpx
 import msgspec
-from _common import call_asgi, free_port
+from _common import call_asgi, free_port, stop, wait_for_port
 
 import state_middleware
 from state_middleware import MemoryStore, ResponsesStateMiddleware
@@ -124,23 +123,10 @@ def launch(name: str, command: list[str], port: int, **env: str) -> Iterator[Ser
         command, cwd=BENCH_DIR, stdout=log, stderr=log, env={**os.environ, **env}
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with status {process.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not listen on {port}")
-            time.sleep(0.05)
+        wait_for_port(port, process, timeout=30, name=name)
         yield Server(name, f"http://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
