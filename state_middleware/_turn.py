@@ -100,7 +100,7 @@ class TurnResponder:
         self.body = upstream_body(request, chain)
         if not request.store and request.previous_response_id is None:
             # Nothing to replay, nothing to keep: the app answers as if we were absent.
-            await settings.app(self._upstream_scope(), self._receive, self.send)
+            await self._call_app(self._upstream_scope(), self.send)
             return
         tee = self._begin_turn(request)
         await self._run_app(self._upstream_scope(), tee)
@@ -138,12 +138,17 @@ class TurnResponder:
                 await send_api_error(self.send, store_error(exc))
                 return
         try:
+            await self._call_app(scope, send)
+        finally:
+            if pending:
+                await end_pending(store, owner, response_id)
+
+    async def _call_app(self, scope: Any, send: Any) -> None:
+        try:
             await self.settings.app(scope, self._receive, send)
         finally:
             if self.after_body is not None and not self.after_body.done():
-                self.after_body.cancel()
-            if pending:
-                await end_pending(store, owner, response_id)
+                self.after_body.cancel()  # nobody is left to read it
 
     async def _run_bridge(
         self, request: TurnRequest, chain: list[TurnRecord] | None, options: BridgeOptions
