@@ -23,7 +23,7 @@ from ._asgi import header, send_json, with_headers
 from ._bridge_reasoning import reasoning_by_call_id
 from ._errors import ApiError, error_body, store_unavailable
 from ._record import TurnRecord
-from ._sse import SSEDecoder, SSEFrame, format_frame, replace_data
+from ._sse import SSEDecoder, format_frame, replace_data
 from ._store import Store, StoreError
 
 __all__ = ["ReplyTee", "end_pending", "store_error"]
@@ -177,7 +177,7 @@ class ReplyTee:
                         {"type": "http.response.body", "body": b"".join(out), "more_body": True}
                     )
                     out = []
-                raw = await self._commit_stream(frame, raw)
+                raw = await self._commit_stream(raw)
             elif outcome is Outcome.FAILED:
                 self.settled = True
             out.append(raw)
@@ -186,7 +186,7 @@ class ReplyTee:
                 {"type": "http.response.body", "body": b"".join(out), "more_body": more}
             )
 
-    async def _commit_stream(self, frame: SSEFrame, raw: bytes) -> bytes:
+    async def _commit_stream(self, raw: bytes) -> bytes:
         """Store the turn; on a store failure the terminal frame becomes a failure."""
         try:
             await self._commit()
