@@ -206,7 +206,8 @@ class ReplyTee:
         except StoreError as exc:
             logger.error("response %s was not stored: %s", record.id, exc)
             raise
-        await end_pending(self.store, self.owner, record.id)
+        if self.mode is _Mode.SSE:  # followers waiting on the stream may go now
+            await end_pending(self.store, self.owner, record.id)
         logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
         if self.index_reasoning:
             await self._remember_reasoning(record)

@@ -128,7 +128,9 @@ class TurnResponder:
         assert self.tee is not None
         store, owner = self.settings.store, self.owner
         response_id = self.tee.turn.response_id
-        pending = self.request.store
+        # Only a stream shows its id before the turn is stored, so only a stream can be
+        # named by a follow-up while it runs: JSON turns need no pending mark.
+        pending = self.request.store and self.request.stream
         if pending:
             try:
                 await store.begin(owner, response_id)
