@@ -46,6 +46,11 @@ _shallow = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 
 
+_RESPONSE = msgspec.Raw(b'"response"')
+_COMPLETED = msgspec.Raw(b'"completed"')
+_INCOMPLETE = msgspec.Raw(b'"incomplete"')
+
+
 def _string(value: msgspec.Raw | None) -> str | None:
     """The value of a raw JSON string (``None`` for anything else)."""
     if value is None or bytes(value)[:1] != b'"':
@@ -147,11 +152,22 @@ class TurnAccumulator:
         event["response"] = msgspec.Raw(_encoder.encode(response))
         rewritten = _encoder.encode(event)
         if kind in TERMINAL_OK:
-            self._final = response
+            self._final = self._completed(response, kind)
             return rewritten, Outcome.DONE
         if kind in TERMINAL_FAILED:
             return rewritten, Outcome.FAILED
         return rewritten, Outcome.PASS
+
+    def _completed(self, response: dict[str, msgspec.Raw], kind: str) -> dict[str, msgspec.Raw]:
+        """The object to store from a terminal event. Minimal servers (and what Codex
+        accepts) send little more than the id there: the stored object still says what
+        it is, so a later ``GET`` returns a well-formed response."""
+        stored = dict(response)
+        stored.setdefault("object", _RESPONSE)
+        stored.setdefault("created_at", msgspec.Raw(str(self.created_at).encode()))
+        status = _INCOMPLETE if kind == "response.incomplete" else _COMPLETED
+        stored.setdefault("status", status)
+        return stored
 
     # -- the stored turn ----------------------------------------------------------
     def record(self) -> TurnRecord:

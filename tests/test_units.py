@@ -151,3 +151,18 @@ def test_non_response_json_is_left_alone() -> None:
     assert acc.json_body(b'{"object":"list","data":[]}') is None
     assert acc.json_body(b"[1]") is None
     assert acc.json_body(b"nope") is None
+
+
+def test_a_minimal_terminal_event_still_stores_a_well_formed_response() -> None:
+    acc = TurnAccumulator(response_id="resp_x", parent_id=None, store=True, input_items=b"[]")
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
+    done = {"type": "response.output_item.done", "output_index": 0, "item": item}
+    acc.event(json.dumps(done).encode())
+    _, outcome = acc.event(b'{"type":"response.completed","response":{"id":"up"}}')
+    assert outcome is Outcome.DONE
+    stored = json.loads(response_with_output(acc.record()))
+    assert stored["object"] == "response"
+    assert stored["status"] == "completed"
+    assert stored["id"] == "resp_x"
+    assert stored["output"] == [item]
+    assert isinstance(stored["created_at"], int)
