@@ -52,12 +52,14 @@ class _Comparison:
     bare: list[float]
     bridge: list[float]
     ratio: float
+    ratios: list[float]
 
     def details(self, count: str) -> str:
         bare, bridge = median(self.bare), median(self.bridge)
         return (
             f"median bare chat {_ms(bare)}, bridge {_ms(bridge)} (+{_ms(bridge - bare)}); "
-            f"{ROUNDS} rounds x {count}"
+            f"{ROUNDS} rounds x {count}; per-round ratios "
+            f"{min(self.ratios):.3f}-{max(self.ratios):.3f}"
         )
 
 
@@ -91,7 +93,7 @@ def _compare(bare_measure: Measure, bridge_measure: Measure) -> _Comparison:
                 samples[name].extend(times)
                 medians[name] = median(times)
             ratios.append(medians["bridge"] / medians["bare"])
-    return _Comparison(samples["bare"], samples["bridge"], median(ratios))
+    return _Comparison(samples["bare"], samples["bridge"], median(ratios), ratios)
 
 
 def _streams(path: str, body: dict[str, Any], last_event: bytes) -> Measure:

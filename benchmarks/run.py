@@ -69,6 +69,7 @@ class _Comparison:
     bare: list[float]
     wrapped: list[float]
     ratio: float
+    ratios: list[float]
 
     @property
     def added(self) -> float:
@@ -78,7 +79,8 @@ class _Comparison:
     def details(self, count: str) -> str:
         return (
             f"median bare {_ms(median(self.bare))}, wrapped {_ms(median(self.wrapped))} "
-            f"(+{_ms(self.added)}); {ROUNDS} rounds x {count}"
+            f"(+{_ms(self.added)}); {ROUNDS} rounds x {count}; per-round ratios "
+            f"{min(self.ratios):.3f}-{max(self.ratios):.3f}"
         )
 
 
@@ -103,7 +105,7 @@ def _interleaved(measure: Callable[[httpx.Client], list[float]]) -> _Comparison:
                 samples[name].extend(times)
                 medians[name] = median(times)
             ratios.append(medians["wrapped"] / medians["bare"])
-    return _Comparison(samples["bare"], samples["wrapped"], median(ratios))
+    return _Comparison(samples["bare"], samples["wrapped"], median(ratios), ratios)
 
 
 def _ms(seconds: float) -> str:
