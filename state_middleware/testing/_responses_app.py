@@ -37,10 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import re
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -56,6 +53,21 @@ from ._common import (
     send_json,
     sse_frame,
 )
+from ._responses_script import (
+    SCRIPTED_FAILURE_MESSAGE,
+    Reply,
+    RequestError,
+    content_text,
+    final_response,
+    input_items,
+    invalid,
+    is_user_message,
+    output_items,
+    reply_from_tokens,
+    response_object,
+    stream_events,
+    usage,
+)
 
 __all__ = [
     "PREVIOUS_RESPONSE_ID_MESSAGE",
@@ -66,7 +78,6 @@ __all__ = [
 ]
 
 PREVIOUS_RESPONSE_ID_MESSAGE = "previous_response_id is not supported by this stateless upstream."
-SCRIPTED_FAILURE_MESSAGE = "scripted failure"
 
 
 @dataclass(frozen=True)
@@ -82,307 +93,6 @@ class ReceivedRequest:
 
 ScriptEntry: TypeAlias = Mapping[str, Any] | Callable[[ReceivedRequest], Mapping[str, Any] | None]
 """A mapping of reply overrides, or a callable computing one from the request."""
-
-
-class _Reply(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """How to answer one request; the validated form of a script entry."""
-
-    status: int | None = None
-    text: str | None = None
-    deltas: int | None = None
-    calls: list[str] | None = None
-    cut_after: int | None = None
-    failed: bool = False
-    incomplete: bool = False
-
-    def __post_init__(self) -> None:
-        if self.status is not None and not 400 <= self.status <= 599:
-            raise ValueError(f"status must be 400-599, got {self.status}")
-        if self.deltas is not None and self.deltas < 1:
-            raise ValueError(f"deltas must be >= 1, got {self.deltas}")
-        if self.deltas is not None and self.text is not None:
-            raise ValueError("give either text or deltas, not both")
-        if self.cut_after is not None and self.cut_after < 0:
-            raise ValueError(f"cut_after must be >= 0, got {self.cut_after}")
-
-
-class _RequestError(Exception):
-    """A request the upstream rejects with a JSON error body."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(body["error"]["message"])
-        self.status = status
-        self.body = body
-
-
-def _invalid(message: str, param: str | None, code: str | None) -> _RequestError:
-    return _RequestError(400, error_body(message, "invalid_request_error", param, code))
-
-
-# --- reading the request -------------------------------------------------------------
-
-
-def _content_text(content: Any) -> str:
-    """The text of a string content or of a list of text-bearing parts, joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def _is_user_message(item: Mapping[str, Any]) -> bool:
-    return item.get("type") in (None, "message") and item.get("role") == "user"
-
-
-def _input_items(value: Any) -> list[dict[str, Any]]:
-    """Normalise ``input``: a string is one user message."""
-    if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": value}]
-    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
-        return value
-    raise _invalid(
-        "Invalid type for 'input': expected a string or an array of input items.",
-        "input",
-        "invalid_type",
-    )
-
-
-def _item_text(item: Mapping[str, Any]) -> str:
-    kind = item.get("type")
-    if kind in (None, "message"):
-        return _content_text(item.get("content"))
-    if kind == "function_call_output":
-        return _content_text(item.get("output"))
-    if kind == "function_call":
-        arguments = item.get("arguments")
-        return arguments if isinstance(arguments, str) else ""
-    return ""
-
-
-def _last_user_text(items: list[dict[str, Any]]) -> str:
-    for item in reversed(items):
-        if _is_user_message(item):
-            return _content_text(item.get("content"))
-    return ""
-
-
-_FAIL = re.compile(r"\bFAIL:([45]\d\d)\b")
-_CUT = re.compile(r"\bCUT:(\d+)\b")
-_DELTAS = re.compile(r"\bDELTAS:(\d+)\b")
-_CALL = re.compile(r"\bCALL:([\w-]+(?:,[\w-]+)*)", re.ASCII)
-_RESPONSE_FAILED = re.compile(r"\bRESPONSE_FAILED\b")
-_INCOMPLETE = re.compile(r"\bINCOMPLETE\b")
-
-
-def _reply_from_tokens(text: str) -> _Reply:
-    if fail := _FAIL.search(text):
-        return _Reply(status=int(fail.group(1)))
-    cut = _CUT.search(text)
-    deltas = _DELTAS.search(text)
-    call = _CALL.search(text)
-    return _Reply(
-        cut_after=int(cut.group(1)) if cut else None,
-        deltas=max(1, int(deltas.group(1))) if deltas else None,
-        calls=call.group(1).split(",") if call else None,
-        failed=_RESPONSE_FAILED.search(text) is not None,
-        incomplete=_INCOMPLETE.search(text) is not None,
-    )
-
-
-# --- building the reply --------------------------------------------------------------
-
-
-def _split_words(text: str) -> list[str]:
-    """One piece per word, keeping whitespace, so the pieces join back to ``text``."""
-    return re.findall(r"\s*\S+\s*", text) or [text]
-
-
-def _message_item(text: str, status: str) -> dict[str, Any]:
-    return {
-        "id": f"msg_{uuid.uuid4().hex}",
-        "type": "message",
-        "status": status,
-        "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
-    }
-
-
-def _function_call_item(name: str, user_text: str) -> dict[str, Any]:
-    return {
-        "id": f"fc_{uuid.uuid4().hex}",
-        "type": "function_call",
-        "status": "completed",
-        "arguments": msgspec.json.encode({"input": user_text}).decode("utf-8"),
-        "call_id": f"call_{uuid.uuid4().hex}",
-        "name": name,
-    }
-
-
-def _default_text(items: list[dict[str, Any]]) -> str:
-    last = items[-1] if items else {}
-    if last.get("type") == "function_call_output":
-        return f"tool said: {_content_text(last.get('output'))}"
-    return f"[{len(items)} items] {_last_user_text(items)}"
-
-
-def _output_items(reply: _Reply, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    text = reply.text
-    if reply.deltas is not None:
-        text = "".join(f"w{i} " for i in range(reply.deltas))
-    elif text is None and not reply.calls:
-        text = _default_text(items)
-    output = []
-    if text is not None:
-        output.append(_message_item(text, "incomplete" if reply.incomplete else "completed"))
-    user_text = _last_user_text(items)
-    output.extend(_function_call_item(name, user_text) for name in reply.calls or ())
-    return output
-
-
-def _tokens(chars: int) -> int:
-    return chars // 4 + 1
-
-
-def _usage(items: list[dict[str, Any]], output: list[dict[str, Any]]) -> dict[str, Any]:
-    input_tokens = _tokens(sum(len(_item_text(item)) for item in items))
-    output_tokens = _tokens(sum(len(_item_text(item)) for item in output))
-    return {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
-def _echo(body: Mapping[str, Any], key: str, default: Any) -> Any:
-    value = body.get(key)
-    return default if value is None else value
-
-
-def _response_object(
-    body: Mapping[str, Any], response_id: str, default_model: str
-) -> dict[str, Any]:
-    """The response object in its in-progress form; the caller finishes it."""
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": "in_progress",
-        "background": False,
-        "completed_at": None,
-        "error": None,
-        "incomplete_details": None,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "model": _echo(body, "model", default_model),
-        "output": [],
-        "parallel_tool_calls": _echo(body, "parallel_tool_calls", True),
-        "previous_response_id": None,
-        "reasoning": _echo(body, "reasoning", {"effort": None, "summary": None}),
-        "store": _echo(body, "store", True),
-        "temperature": _echo(body, "temperature", 1.0),
-        "text": _echo(body, "text", {"format": {"type": "text"}}),
-        "tool_choice": _echo(body, "tool_choice", "auto"),
-        "tools": _echo(body, "tools", []),
-        "top_p": _echo(body, "top_p", 1.0),
-        "truncation": _echo(body, "truncation", "disabled"),
-        "usage": None,
-        "user": body.get("user"),
-        "metadata": _echo(body, "metadata", {}),
-    }
-
-
-def _final_response(
-    started: dict[str, Any], reply: _Reply, output: list[dict[str, Any]], usage: dict[str, Any]
-) -> dict[str, Any]:
-    final = dict(started)
-    if reply.failed:
-        final.update(
-            status="failed",
-            error={"code": "server_error", "message": SCRIPTED_FAILURE_MESSAGE},
-        )
-    elif reply.incomplete:
-        final.update(
-            status="incomplete",
-            incomplete_details={"reason": "max_output_tokens"},
-            output=output,
-            usage=usage,
-        )
-    else:
-        final.update(status="completed", completed_at=int(time.time()), output=output, usage=usage)
-    return final
-
-
-def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The events that stream one output item, without ``sequence_number``."""
-    item_id = item["id"]
-    if item["type"] == "message":
-        text = item["content"][0]["text"]
-        where = {"item_id": item_id, "output_index": index, "content_index": 0}
-        yield {
-            "type": "response.output_item.added",
-            "output_index": index,
-            "item": {**item, "status": "in_progress", "content": []},
-        }
-        yield {
-            "type": "response.content_part.added",
-            **where,
-            "part": {"type": "output_text", "text": "", "annotations": []},
-        }
-        for piece in _split_words(text):
-            yield {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
-        yield {"type": "response.output_text.done", **where, "text": text, "logprobs": []}
-        yield {"type": "response.content_part.done", **where, "part": item["content"][0]}
-    else:
-        arguments = item["arguments"]
-        where = {"item_id": item_id, "output_index": index}
-        yield {
-            "type": "response.output_item.added",
-            "output_index": index,
-            "item": {**item, "status": "in_progress", "arguments": ""},
-        }
-        half = len(arguments) // 2
-        for piece in (arguments[:half], arguments[half:]):
-            if piece:
-                yield {"type": "response.function_call_arguments.delta", **where, "delta": piece}
-        yield {"type": "response.function_call_arguments.done", **where, "arguments": arguments}
-    yield {"type": "response.output_item.done", "output_index": index, "item": item}
-
-
-def _stream_events(
-    started: dict[str, Any], final: dict[str, Any], output: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Every event of one stream, in order, numbered from 0."""
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": started},
-        {"type": "response.in_progress", "response": started},
-    ]
-    if final["status"] == "failed":
-        error = {
-            "type": "server_error",
-            "code": "server_error",
-            "message": SCRIPTED_FAILURE_MESSAGE,
-            "param": None,
-        }
-        events.append({"type": "error", "error": error})
-        events.append({"type": "response.failed", "response": final})
-    else:
-        for index, item in enumerate(output):
-            events.extend(_item_events(index, item))
-        terminal = (
-            "response.incomplete" if final["status"] == "incomplete" else "response.completed"
-        )
-        events.append({"type": terminal, "response": final})
-    return [{"type": e["type"], "sequence_number": n, **e} for n, e in enumerate(events)]
-
-
-# --- ASGI plumbing -------------------------------------------------------------------
 
 
 class ScriptedResponsesApp:
@@ -416,16 +126,16 @@ class ScriptedResponsesApp:
         elif scope["type"] == "http":
             await _Responder(self, scope, receive, send).run()
 
-    def _next_reply(self, request: ReceivedRequest, items: list[dict[str, Any]]) -> _Reply:
+    def _next_reply(self, request: ReceivedRequest, items: list[dict[str, Any]]) -> Reply:
         if self.script:
             entry = self.script.popleft()
             override = entry(request) if callable(entry) else entry
             if override is not None:
-                return msgspec.convert(dict(override), _Reply)
+                return msgspec.convert(dict(override), Reply)
         last = items[-1] if items else {}
-        if _is_user_message(last):
-            return _reply_from_tokens(_content_text(last.get("content")))
-        return _Reply()
+        if is_user_message(last):
+            return reply_from_tokens(content_text(last.get("content")))
+        return Reply()
 
     def _next_id(self) -> str:
         return f"resp_upstream_{next(self._ids)}"
@@ -451,7 +161,7 @@ class _Responder:
             raw_body = await read_body(self.receive)
             try:
                 await self._respond(raw_body)
-            except _RequestError as exc:
+            except RequestError as exc:
                 await send_json(self.send, exc.status, exc.body)
         except (ClientDisconnect, OSError):  # the client went away; stop quietly
             return
@@ -480,34 +190,34 @@ class _Responder:
 
         if request.method != "POST" or self._route_path() != self.app.route:
             message = f"Invalid URL ({request.method} {request.path})"
-            raise _RequestError(404, error_body(message, "invalid_request_error"))
+            raise RequestError(404, error_body(message, "invalid_request_error"))
         if not isinstance(decoded, dict):
-            raise _invalid("The request body is not a valid JSON object.", None, None)
+            raise invalid("The request body is not a valid JSON object.", None, None)
         if body.get("previous_response_id") is not None:
-            raise _invalid(
+            raise invalid(
                 PREVIOUS_RESPONSE_ID_MESSAGE, "previous_response_id", "unsupported_parameter"
             )
         if "input" not in body:
-            raise _invalid(
+            raise invalid(
                 "Missing required parameter: 'input'.", "input", "missing_required_parameter"
             )
-        items = _input_items(body["input"])
+        items = input_items(body["input"])
         reply = self.app._next_reply(request, items)
         stream = body.get("stream") is True
         if reply.status is None and reply.cut_after is not None and not stream:
-            reply = _Reply(status=500)
+            reply = Reply(status=500)
         if reply.status is not None:
             error_type = "server_error" if reply.status >= 500 else "invalid_request_error"
             failure = error_body(SCRIPTED_FAILURE_MESSAGE, error_type, None, "scripted_failure")
-            raise _RequestError(reply.status, failure)
+            raise RequestError(reply.status, failure)
 
-        started = _response_object(body, self.app._next_id(), self.app.model)
-        output = _output_items(reply, items)
-        final = _final_response(started, reply, output, _usage(items, output))
+        started = response_object(body, self.app._next_id(), self.app.model)
+        output = output_items(reply, items)
+        final = final_response(started, reply, output, usage(items, output))
         if not stream:
             await send_json(self.send, 200, final)
             return
-        events = _stream_events(started, final, output)
+        events = stream_events(started, final, output)
         if reply.cut_after is not None:
             events = events[: min(reply.cut_after, len(events) - 1)]
         await self._stream(events)
