@@ -78,3 +78,18 @@ async def sdk_client(
             default_headers=headers or None,
         )
         yield client
+
+
+def text_events(deltas: int) -> list[str]:
+    """The event types of a streamed one-message reply, in order."""
+    return [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * deltas,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]

@@ -18,24 +18,11 @@ from state_middleware.testing import ReceivedRequest, ScriptedResponsesApp, Stre
 from state_middleware.testing._common import sse_frame
 from state_middleware.testing._responses_app import PREVIOUS_RESPONSE_ID_MESSAGE
 
+from .conftest import text_events
+
 pytestmark = pytest.mark.anyio
 
 BASE_URL = "http://upstream.test/v1"
-
-
-def text_events(deltas: int) -> list[str]:
-    """The event types of a streamed one-message reply."""
-    return [
-        "response.created",
-        "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-        *["response.output_text.delta"] * deltas,
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.completed",
-    ]
 
 
 @pytest.fixture
