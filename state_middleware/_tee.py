@@ -97,6 +97,7 @@ class ReplyTee:
         self.index_reasoning = index_reasoning
         self.watch_client = watch_client  # starts watching for a disconnect
         self.client_gone = False
+        self.pending_ended = False  # the pending mark was cleared once the turn was stored
         self.mode = _Mode.PASS
         self.settled = False  # a terminal event went by
         self.held_start: Any = None
@@ -207,6 +208,7 @@ class ReplyTee:
             logger.error("response %s was not stored: %s", record.id, exc)
             raise
         if self.mode is _Mode.SSE:  # followers waiting on the stream may go now
+            self.pending_ended = True
             await end_pending(self.store, self.owner, record.id)
         logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
         if self.index_reasoning:

@@ -142,7 +142,7 @@ class TurnResponder:
         try:
             await self._call_app(scope, send)
         finally:
-            if pending:
+            if pending and not self.tee.pending_ended:
                 await end_pending(store, owner, response_id)
 
     async def _call_app(self, scope: Any, send: Any) -> None:
