@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -24,15 +25,24 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TurnRequest:
     raw: bytes
     body: dict[str, Any]
-    #: this request's own input as a JSON array (a string input is one user message)
-    input_items: bytes
     previous_response_id: str | None
     store: bool
     stream: bool
+
+    @cached_property
+    def input_items(self) -> bytes:
+        """This request's own input as a JSON array (a string input is one user
+        message); encoded only when a turn is kept or history is spliced in."""
+        value = self.body.get("input")
+        if value is None:
+            return b"[]"
+        if isinstance(value, str):
+            return _encoder.encode([{"role": "user", "content": value}])
+        return _encoder.encode(value)
 
     @property
     def needs_rewrite(self) -> bool:
@@ -64,10 +74,10 @@ def parse_turn_request(raw: bytes) -> TurnRequest:
                 param="previous_response_id",
                 code="invalid_value",
             )
+    _check_input(body.get("input"))
     return TurnRequest(
         raw=raw,
         body=body,
-        input_items=_input_items(body.get("input")),
         previous_response_id=previous,
         store=_flag(body, "store", default=True),
         stream=_flag(body, "stream", default=False),
@@ -83,17 +93,14 @@ def _flag(body: dict[str, Any], name: str, *, default: bool) -> bool:
     return value
 
 
-def _input_items(value: object) -> bytes:
-    if value is None:
-        return b"[]"
-    if isinstance(value, str):
-        return _encoder.encode([{"role": "user", "content": value}])
+def _check_input(value: object) -> None:
+    if value is None or isinstance(value, str):
+        return
     if not isinstance(value, list):
         raise invalid_type("input", "a string or an array of input items", value)
     for index, item in enumerate(value):
         if not isinstance(item, dict):
             raise invalid_type(f"input[{index}]", "an object", item)
-    return _encoder.encode(value)
 
 
 def upstream_body(request: TurnRequest, chain: Sequence[TurnRecord] | None) -> bytes:
