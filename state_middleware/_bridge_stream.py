@@ -68,6 +68,7 @@ RESPONSE_ERROR_CODES = frozenset(
 
 
 _chunk_decoder = msgspec.json.Decoder(ChatChunk)
+_text_decoder = msgspec.json.Decoder(str)
 _encode = msgspec.json.Encoder().encode
 _PREFIXES: dict[str, bytes] = {}
 
@@ -88,9 +89,9 @@ _DELTA_EVENTS = {
 }
 
 
-def _delta_template(state: StreamedItem, part_type: str) -> tuple[bytes, bytes]:
-    """The bytes of a delta frame for one part, before and after ``delta``'s value; the
-    sequence number and the closing brace follow the tail."""
+def _delta_format(state: StreamedItem, part_type: str) -> bytes:
+    """The delta frame for one part as a ``%`` format of two holes: the JSON string of
+    the delta and the sequence number."""
     kind = _DELTA_EVENTS[part_type].encode()
     head = (
         b"event: "
@@ -103,10 +104,36 @@ def _delta_template(state: StreamedItem, part_type: str) -> tuple[bytes, bytes]:
         + str(state.output_index).encode()
         + b',"content_index":'
         + str(len(state.parts) - 1).encode()
-        + b',"delta":'
     )
     logprobs = b',"logprobs":[]' if part_type == "output_text" else b""
-    return head, logprobs + b',"sequence_number":'
+    return head.replace(b"%", b"%%") + b',"delta":%s' + logprobs + b',"sequence_number":%d}\n\n'
+
+
+#: how many times one stream may try to learn a chunk shape for ``repeat`` (an upstream
+#: whose chunks differ in more than their text never gives a template that fits)
+_LEARN_LIMIT = 16
+_PROBE_TEXT = "\x00"
+_PROBE = _encode(_PROBE_TEXT)
+
+
+def _single_text(chunk: ChatChunk) -> tuple[str, str] | None:
+    """``(part type, text)`` when all ``feed`` makes of the chunk is one text delta:
+    one unfinished choice 0 whose delta has either content or reasoning text, nothing
+    else that counts, and no usage or error."""
+    if chunk.error is not None or chunk.usage is not None or not chunk.choices:
+        return None
+    if len(chunk.choices) != 1:
+        return None
+    choice = chunk.choices[0]
+    delta = choice.delta
+    if choice.index != 0 or choice.finish_reason is not None or delta is None:
+        return None
+    if delta.refusal or delta.tool_calls:
+        return None
+    thought = delta.reasoning_content or delta.reasoning
+    if isinstance(thought, str) and thought:
+        return None if delta.content else ("reasoning_text", thought)
+    return ("output_text", delta.content) if delta.content else None
 
 
 class ChatStreamTranslator:
@@ -125,8 +152,12 @@ class ChatStreamTranslator:
         self._started = False
         self._terminal = False
         self._delta_key: tuple[str, int, str] | None = None
-        self._delta_head = b""
-        self._delta_tail = b""
+        self._delta_format = b""
+        # The last chunk as a frame with a hole where its text was (see ``repeat``).
+        self._repeat_head = b""
+        self._repeat_tail = b""
+        self._repeat_pieces: list[str] = []
+        self._learning = _LEARN_LIMIT
 
     @property
     def terminal_emitted(self) -> bool:
@@ -149,6 +180,7 @@ class ChatStreamTranslator:
     def feed(self, data: bytes) -> bytes:
         """Translate the payload of one Chat ``data:`` field (a chunk or ``[DONE]``)."""
         out = self.start()
+        self._repeat_head = b""
         if self._terminal:
             return out
         if data[:1] != b"{" and data.strip() == b"[DONE]":
@@ -164,11 +196,66 @@ class ChatStreamTranslator:
         for choice in chunk.choices or ():
             if choice.index == 0:
                 out += self._choice(choice)
+        if self._learning:
+            self._learn(data, chunk)
         return out
+
+    def repeat(self, frame: bytes) -> bytes | None:
+        """The delta frame for ``data: <payload>\n\n`` when the payload is the last chunk
+        with other text; ``None`` when it is anything else (then call :meth:`feed`).
+
+        Token streams repeat one chunk shape with only the text changing. Once
+        :meth:`feed` has seen a chunk that only carries text, the bytes around that text
+        are kept; a frame with the same bytes around one valid, non-empty JSON string
+        means the same chunk with that text, and the JSON string goes out as the delta
+        as it is.
+        """
+        head = self._repeat_head
+        if not head or not frame.startswith(head):
+            return None
+        tail = self._repeat_tail
+        end = len(frame) - len(tail)
+        if end <= len(head) or not frame.endswith(tail):
+            return None
+        quoted = frame[len(head) : end]
+        try:
+            text = _text_decoder.decode(quoted)
+        except msgspec.DecodeError:
+            return None
+        if not text:  # an empty text may let a field the template holds count
+            return None
+        self._repeat_pieces.append(text)
+        sequence = self._seq
+        self._seq = sequence + 1
+        return self._delta_format % (quoted, sequence)
+
+    def _learn(self, data: bytes, chunk: ChatChunk) -> None:
+        """Keep ``data`` with a hole where its text is, for :meth:`repeat`; only when
+        putting other text in the hole provably changes nothing but that text."""
+        found = _single_text(chunk)
+        state = self._text_item
+        if found is None or state is None or b"\n" in data or b"\r" in data:
+            return
+        self._learning -= 1
+        part_type, text = found
+        quoted = _encode(text)
+        at = data.find(quoted)
+        if at < 0 or data.find(quoted, at + 1) >= 0:
+            return  # written another way, or not only there
+        head, tail = data[:at], data[at + len(quoted) :]
+        try:
+            probe = _single_text(_chunk_decoder.decode(head + _PROBE + tail))
+        except msgspec.DecodeError:
+            return
+        if probe != (part_type, _PROBE_TEXT) or text == _PROBE_TEXT:
+            return
+        self._repeat_head, self._repeat_tail = b"data: " + head, tail + b"\n\n"
+        self._repeat_pieces = state.parts[-1][1]
 
     def finish(self) -> bytes:
         """End of the upstream body: terminal event if the choice finished, else failure."""
         out = self.start()
+        self._repeat_head = b""
         if self._terminal:
             return out
         if self._finished:
@@ -231,18 +318,11 @@ class ChatStreamTranslator:
         key = (state.item_id, len(state.parts) - 1, part_type)
         if key != self._delta_key:
             self._delta_key = key
-            self._delta_head, self._delta_tail = _delta_template(state, part_type)
+            self._delta_format = _delta_format(state, part_type)
         # Deltas are most of a stream: their frame is a template with two holes.
         sequence = self._seq
         self._seq += 1
-        return (
-            out
-            + self._delta_head
-            + _encode(text)
-            + self._delta_tail
-            + str(sequence).encode()
-            + b"}\n\n"
-        )
+        return out + self._delta_format % (_encode(text), sequence)
 
     def _call_index(self, call: ToolCallDelta) -> int:
         if call.index is not None:

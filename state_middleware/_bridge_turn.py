@@ -93,9 +93,17 @@ def chat_request_body(
 class ChatReplyTranslator:
     """The ``send`` the chat app gets: its reply, translated, goes to ``deliver``."""
 
-    def __init__(self, base: dict[str, Any], deliver: Deliver, limit: int) -> None:
+    def __init__(
+        self,
+        base: dict[str, Any],
+        deliver: Deliver,
+        limit: int,
+        deliver_plain: Deliver | None = None,
+    ) -> None:
         self.base = base
         self.deliver = deliver
+        # for one whole text delta frame: ``deliver`` may skip looking into it
+        self.deliver_plain = deliver_plain or deliver
         self.limit = limit
         self.start: Any = None
         self.status = 0
@@ -107,11 +115,16 @@ class ChatReplyTranslator:
 
     def __call__(self, message: Any) -> Awaitable[None]:
         stream = self.stream
-        if stream is not None and message.get("more_body", False):
+        if stream is not None and message.get("more_body", False) and not self.decoder.pending:
             chunk: bytes = message.get("body", b"")
-            if _single_data_line(chunk) and not self.decoder.pending:
-                # The usual chunk: one chat delta, translated and handed on at once,
-                # without a coroutine of ours around it.
+            # The usual chunk: one chat delta, translated and handed on at once, without
+            # a coroutine of ours around it. Most are the last chunk with other text.
+            data = stream.repeat(chunk)
+            if data is not None:
+                return self.deliver_plain(
+                    {"type": "http.response.body", "body": data, "more_body": True}
+                )
+            if _single_data_line(chunk):
                 data = stream.feed(chunk[6:-2])
                 if not data:
                     return _nothing()

@@ -26,21 +26,21 @@ class SSEFrame(NamedTuple):
 class SSEDecoder:
     """Split a byte stream into SSE frames, carrying partial frames across chunks."""
 
-    __slots__ = ("_buffer", "_scan")
+    __slots__ = ("_scan", "pending")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self.pending = b""  # bytes received but not yet part of a complete frame
         self._scan = 0  # where the next line of the pending frame starts
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         if (
-            not self._buffer
+            not self.pending
             and chunk.find(b"\n\n") == len(chunk) - 2 > 0
             and chunk[:1] != b"\n"
             and b"\r" not in chunk
         ):
             return [_parse(chunk)]  # the usual chunk: exactly one whole frame
-        buffer = self._buffer + chunk if self._buffer else chunk
+        buffer = self.pending + chunk if self.pending else chunk
         if b"\r" in buffer:
             return self._feed_lines(buffer)
         # Fast path: plain "\n" framing, the form nearly every server sends.
@@ -56,8 +56,8 @@ class SSEDecoder:
                 break
             frames.append(_parse(buffer[frame_start : end + 2]))
             frame_start = search = end + 2
-        self._buffer = buffer[frame_start:]
-        self._scan = self._buffer.rfind(b"\n") + 1
+        self.pending = buffer[frame_start:]
+        self._scan = self.pending.rfind(b"\n") + 1
         return frames
 
     def _feed_lines(self, buffer: bytes) -> list[SSEFrame]:
@@ -88,21 +88,16 @@ class SSEDecoder:
             elif not blank:
                 content = True
             pos = line_end
-        self._buffer = buffer[frame_start:]
+        self.pending = buffer[frame_start:]
         self._scan = pos - frame_start
         return frames
 
     def flush(self) -> list[SSEFrame]:
         """End of stream: a final frame without its blank line still counts."""
-        rest, self._buffer, self._scan = self._buffer, b"", 0
+        rest, self.pending, self._scan = self.pending, b"", 0
         if not rest.strip(b"\r\n"):
             return []
         return [_parse(rest)]
-
-    @property
-    def pending(self) -> bytes:
-        """Bytes received but not yet part of a complete frame."""
-        return self._buffer
 
 
 def _lines(raw: bytes) -> list[bytes]:

@@ -129,6 +129,13 @@ class ReplyTee:
                 return self.send(message)
         return self._handle(message)
 
+    def plain(self, message: Any) -> Awaitable[None]:
+        """``send`` for a body message the caller knows is one whole delta frame (an
+        event the turn never needs): no need to look into it."""
+        if self.mode is _Mode.SSE and not self.decoder.pending:
+            return self.send(message)
+        return self._handle(message)
+
     async def _handle(self, message: Any) -> None:
         kind = message["type"]
         if kind == "http.response.start":

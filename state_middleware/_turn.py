@@ -180,7 +180,9 @@ class TurnResponder:
         root = self.scope.get("root_path", "")
         scope = {**self._upstream_scope(), "path": root + path, "raw_path": (root + path).encode()}
         assert self.tee is not None
-        send = ChatReplyTranslator(base, self.tee, self.settings.max_body_bytes)
+        send = ChatReplyTranslator(
+            base, self.tee, self.settings.max_body_bytes, deliver_plain=self.tee.plain
+        )
         await self._run_app(scope, send)
 
     def _declared_length(self) -> int | None:

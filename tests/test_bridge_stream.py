@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 import typing
 from typing import Any
 
@@ -465,13 +464,11 @@ def test_other_choices_are_ignored() -> None:
     assert message["content"][0]["text"] == "first"
 
 
-def test_many_deltas_cost_microseconds_each() -> None:
+def test_many_deltas_each_become_one_delta_event() -> None:
     payloads = [json.dumps(chunk({"content": f" w{i}"})).encode() for i in range(2000)]
     translator = ChatStreamTranslator(base=base())
     out = [translator.start()]
-    began = time.perf_counter()
     out += [translator.feed(p) for p in payloads]
-    elapsed = time.perf_counter() - began
     tail = translator.feed(json.dumps(chunk(finish_reason="stop")).encode()) + translator.feed(
         b"[DONE]"
     )
@@ -479,4 +476,3 @@ def test_many_deltas_cost_microseconds_each() -> None:
     deltas = [e["delta"] for e in decoded if e["type"] == "response.output_text.delta"]
     assert len(deltas) == 2000
     assert terminal(decoded)["output"][0]["content"][0]["text"] == "".join(deltas)
-    assert elapsed / 2000 < 100e-6  # measured ~3 us; generous for slow CI machines
