@@ -12,6 +12,10 @@ Three servers stand in front of the SAME scripted Chat Completions upstream
   --max-session-memory-mb 4096`` so that, like ours, it keeps every turn of the run;
 * ``bare``: the upstream itself, spoken to in Chat Completions; a chain resends the
   whole history as chat messages.
+* ``forwarder``: our httpx forwarding app alone (no middleware, so no state and no
+  translation) under the same uvicorn, spoken to in Chat Completions like ``bare``: the
+  floor of any proxy built the way the issue asks (uvicorn in front, httpx behind), for
+  the latency sections only.
 
 The client (httpx, one kept-alive connection per server) runs in this process; the
 requests of the three are interleaved round by round, rotating who goes first. Both
@@ -47,6 +51,7 @@ from _common import call_asgi, free_port, stop, wait_for_port
 
 import state_middleware
 from state_middleware import MemoryStore, ResponsesStateMiddleware
+from state_middleware._forward import ForwardingApp
 from state_middleware.testing import ScriptedChatApp
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -70,6 +75,10 @@ RSS_TEXT = 4000  # characters of each user message in the RSS chains
 LINEAR_TOLERANCE = 0.15
 
 UVICORN = [sys.executable, "-m", "uvicorn", "bench_peers:upstream_app", "--app-dir", str(BENCH_DIR)]
+FORWARDER = [
+    *(sys.executable, "-m", "uvicorn", "bench_peers:forwarder", "--factory"),
+    *("--app-dir", str(BENCH_DIR), "--log-level", "warning", "--no-access-log"),
+]
 OURS = [sys.executable, "-m", "state_middleware", "serve", "--upstream"]
 #: keep every turn of the run, as our store does
 RELAY_OPTIONS = ["--max-sessions", "100000", "--max-session-memory-mb", "4096"]
@@ -97,6 +106,12 @@ class ForgetfulChatApp:
 
 #: served by the upstream process: ``uvicorn bench_peers:upstream_app``
 upstream_app = ForgetfulChatApp()
+
+
+def forwarder() -> ForwardingApp:
+    """``uvicorn --factory bench_peers:forwarder``: the forwarding app alone, in front of
+    ``BENCH_UPSTREAM``."""
+    return ForwardingApp(os.environ["BENCH_UPSTREAM"])
 
 
 # -- processes ------------------------------------------------------------------------
@@ -406,7 +421,15 @@ def _p99(values: list[float]) -> float:
 
 
 class Table:
-    COLUMNS = ("Measurement", "ours (proxy)", "codex-relay", "bare upstream", "Target", "Met")
+    COLUMNS = (
+        "Measurement",
+        "ours (proxy)",
+        "codex-relay",
+        "bare upstream",
+        "forwarder alone",
+        "Target",
+        "Met",
+    )
 
     def __init__(self, relay: bool) -> None:
         self.relay = relay
@@ -422,12 +445,13 @@ class Table:
         met: bool | None = None,
         *,
         against_relay: bool = True,
+        floor: str = "",
     ) -> None:
         if not self.relay:
             relay = "not installed"
             met = None if against_relay else met
         verdict = "" if met is None else ("yes" if met else "**no**")
-        self.rows.append((measurement, ours, relay, bare, target, verdict))
+        self.rows.append((measurement, ours, relay, bare, floor, target, verdict))
 
     def latency(self, label: str, samples: dict[str, list[float]]) -> None:
         for name, pick in (("p50", statistics.median), ("p99", _p99)):
@@ -440,6 +464,7 @@ class Table:
                 _ms(pick(samples["bare"])),
                 "<= codex-relay",
                 ours <= relay,
+                floor=_ms(pick(samples["forwarder"])),
             )
 
     def markdown(self) -> str:
@@ -547,14 +572,24 @@ def main() -> int:
             )
             peers.append(Peer(relay, responses=True))
         peers.append(Peer(Server("bare", upstream.url, upstream.process), responses=False))
-        for peer in peers:
+        forwarder_port = free_port()
+        forwarding = stack.enter_context(
+            launch(
+                "forwarder",
+                [*FORWARDER, "--port", str(forwarder_port)],
+                forwarder_port,
+                BENCH_UPSTREAM=base,
+            )
+        )
+        latency_peers = [*peers, Peer(forwarding, responses=False)]
+        for peer in latency_peers:
             stack.callback(peer.close)
 
         results = Results(
-            json_turns=single_turns(peers, stream=False),
-            streamed=single_turns(peers, stream=True),
-            long=long_streams(peers),
-            chains=chains(peers),
+            json_turns=single_turns(latency_peers, stream=False),
+            streamed=single_turns(latency_peers, stream=True),
+            long=long_streams(latency_peers),
+            chains=chains(latency_peers),
             memory=memory(peers, upstream),
             probes=probes(peers),
         )
@@ -585,6 +620,7 @@ def report(relay: bool, results: Results, elapsed: float) -> str:
         _ms(medians["bare"]),
         "<= codex-relay",
         medians["ours"] <= medians.get("codex-relay", 0.0),
+        floor=_ms(medians["forwarder"]),
     )
     for label, picked in (("all turns", slice(None)), ("turns 41-50", slice(40, None))):
         per_turn = {
@@ -598,6 +634,7 @@ def report(relay: bool, results: Results, elapsed: float) -> str:
             _ms(per_turn["bare"]) + " (resends history)",
             "<= codex-relay",
             per_turn["ours"] <= per_turn.get("codex-relay", 0.0),
+            floor=_ms(per_turn["forwarder"]) + " (resends history)",
         )
     memory_rows(table, results.memory)
     for label, outcomes in results.probes.items():
@@ -609,7 +646,8 @@ def report(relay: bool, results: Results, elapsed: float) -> str:
         f"upstream, {date}, {machine()}; {ROUNDS} interleaved rounds x {TURNS_PER_ROUND} "
         f"single turns and {STREAMS_PER_ROUND} long streams per server, {CHAINS} x "
         f"{CHAIN_TURNS}-turn chains, {RSS_CHAINS} x {CHAIN_TURNS}-turn chains for RSS; "
-        f"run took {elapsed:.0f} s."
+        f"run took {elapsed:.0f} s. 'forwarder alone' is our httpx forwarding app with no "
+        "middleware, spoken to in Chat Completions: the floor of a uvicorn + httpx proxy."
     )
     return header + "\n\n" + table.markdown()
 
