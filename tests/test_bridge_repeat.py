@@ -170,3 +170,11 @@ def test_a_shape_that_changes_every_chunk_stops_being_learned() -> None:
         assert translator.repeat(frame(compact(payload))) is None
         translator.feed(compact(payload))
     assert translator._learning == 0
+
+
+@pytest.mark.parametrize("raw", [b"", b'"abc"', b'\n"abc"', b'data: "abc"\n\n', frame(chunk())])
+def test_nothing_repeats_before_a_text_chunk_was_decoded(raw: bytes) -> None:
+    translator = ChatStreamTranslator(base=base())
+    assert translator.repeat(raw) is None
+    translator.feed(compact(chunk({"role": "assistant", "content": ""})))
+    assert translator.repeat(raw) is None
