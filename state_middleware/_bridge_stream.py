@@ -38,6 +38,7 @@ from typing import Any
 
 import msgspec
 
+from ._bridge_chunk_shape import single_text, text_hole
 from ._bridge_response import (
     custom_tool_names,
     failed_response,
@@ -48,11 +49,13 @@ from ._bridge_response import (
 )
 from ._bridge_stream_parts import (
     ChatChoice,
-    ChatChunk,
     StreamedItem,
     ToolCallDelta,
     content_part,
+    decode_chunk,
+    delta_format,
 )
+from ._sse import format_frame
 
 __all__ = ["STREAM_CUT_MESSAGE", "ChatStreamTranslator"]
 
@@ -67,73 +70,16 @@ RESPONSE_ERROR_CODES = frozenset(
 )
 
 
-_chunk_decoder = msgspec.json.Decoder(ChatChunk)
 _text_decoder = msgspec.json.Decoder(str)
 _encode = msgspec.json.Encoder().encode
-_PREFIXES: dict[str, bytes] = {}
-
-
-def _frame(payload: dict[str, Any]) -> bytes:
-    """``event: <type>`` + ``data: <json>`` + blank line."""
-    kind = payload["type"]
-    prefix = _PREFIXES.get(kind)
-    if prefix is None:
-        prefix = _PREFIXES[kind] = b"event: " + kind.encode() + b"\ndata: "
-    return prefix + _encode(payload) + b"\n\n"
-
-
-_DELTA_EVENTS = {
-    "output_text": "response.output_text.delta",
-    "refusal": "response.refusal.delta",
-    "reasoning_text": "response.reasoning_text.delta",
-}
-
-
-def _delta_format(state: StreamedItem, part_type: str) -> bytes:
-    """The delta frame for one part as a ``%`` format of two holes: the JSON string of
-    the delta and the sequence number."""
-    kind = _DELTA_EVENTS[part_type].encode()
-    head = (
-        b"event: "
-        + kind
-        + b'\ndata: {"type":"'
-        + kind
-        + b'","item_id":'
-        + _encode(state.item_id)
-        + b',"output_index":'
-        + str(state.output_index).encode()
-        + b',"content_index":'
-        + str(len(state.parts) - 1).encode()
-    )
-    logprobs = b',"logprobs":[]' if part_type == "output_text" else b""
-    return head.replace(b"%", b"%%") + b',"delta":%s' + logprobs + b',"sequence_number":%d}\n\n'
-
 
 #: how many times one stream may try to learn a chunk shape for ``repeat`` (an upstream
 #: whose chunks differ in more than their text never gives a template that fits)
 _LEARN_LIMIT = 16
-_PROBE_TEXT = "\x00"
-_PROBE = _encode(_PROBE_TEXT)
 
 
-def _single_text(chunk: ChatChunk) -> tuple[str, str] | None:
-    """``(part type, text)`` when all ``feed`` makes of the chunk is one text delta:
-    one unfinished choice 0 whose delta has either content or reasoning text, nothing
-    else that counts, and no usage or error."""
-    if chunk.error is not None or chunk.usage is not None or not chunk.choices:
-        return None
-    if len(chunk.choices) != 1:
-        return None
-    choice = chunk.choices[0]
-    delta = choice.delta
-    if choice.index != 0 or choice.finish_reason is not None or delta is None:
-        return None
-    if delta.refusal or delta.tool_calls:
-        return None
-    thought = delta.reasoning_content or delta.reasoning
-    if isinstance(thought, str) and thought:
-        return None if delta.content else ("reasoning_text", thought)
-    return ("output_text", delta.content) if delta.content else None
+def _frame(payload: dict[str, Any]) -> bytes:
+    return format_frame(payload["type"], _encode(payload))
 
 
 class ChatStreamTranslator:
@@ -186,7 +132,7 @@ class ChatStreamTranslator:
         if data[:1] != b"{" and data.strip() == b"[DONE]":
             return out + self._complete()
         try:
-            chunk = _chunk_decoder.decode(data)
+            chunk = decode_chunk(data)
         except msgspec.DecodeError:
             return out + self._fail("server_error", INVALID_CHUNK_MESSAGE)
         if chunk.error is not None:
@@ -196,8 +142,12 @@ class ChatStreamTranslator:
         for choice in chunk.choices or ():
             if choice.index == 0:
                 out += self._choice(choice)
-        if self._learning:
-            self._learn(data, chunk)
+        if self._learning and self._text_item is not None and (found := single_text(chunk)):
+            self._learning -= 1
+            hole = text_hole(data, *found)
+            if hole is not None:
+                self._repeat_head, self._repeat_tail = b"data: " + hole[0], hole[1] + b"\n\n"
+                self._repeat_pieces = self._text_item.parts[-1][1]
         return out
 
     def repeat(self, frame: bytes) -> bytes | None:
@@ -228,29 +178,6 @@ class ChatStreamTranslator:
         sequence = self._seq
         self._seq = sequence + 1
         return self._delta_format % (quoted, sequence)
-
-    def _learn(self, data: bytes, chunk: ChatChunk) -> None:
-        """Keep ``data`` with a hole where its text is, for :meth:`repeat`; only when
-        putting other text in the hole provably changes nothing but that text."""
-        found = _single_text(chunk)
-        state = self._text_item
-        if found is None or state is None or b"\n" in data or b"\r" in data:
-            return
-        self._learning -= 1
-        part_type, text = found
-        quoted = _encode(text)
-        at = data.find(quoted)
-        if at < 0 or data.find(quoted, at + 1) >= 0:
-            return  # written another way, or not only there
-        head, tail = data[:at], data[at + len(quoted) :]
-        try:
-            probe = _single_text(_chunk_decoder.decode(head + _PROBE + tail))
-        except msgspec.DecodeError:
-            return
-        if probe != (part_type, _PROBE_TEXT) or text == _PROBE_TEXT:
-            return
-        self._repeat_head, self._repeat_tail = b"data: " + head, tail + b"\n\n"
-        self._repeat_pieces = state.parts[-1][1]
 
     def finish(self) -> bytes:
         """End of the upstream body: terminal event if the choice finished, else failure."""
@@ -318,7 +245,7 @@ class ChatStreamTranslator:
         key = (state.item_id, len(state.parts) - 1, part_type)
         if key != self._delta_key:
             self._delta_key = key
-            self._delta_format = _delta_format(state, part_type)
+            self._delta_format = delta_format(state, part_type)
         # Deltas are most of a stream: their frame is a template with two holes.
         sequence = self._seq
         self._seq += 1

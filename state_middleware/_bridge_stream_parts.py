@@ -1,8 +1,9 @@
 """The pieces the stream translator works with.
 
 Typed msgspec views of the incoming Chat Completions chunks (only the fields the bridge
-reads; unknown fields are ignored), and :class:`StreamedItem`, the accumulator of one
-outgoing Responses output item while its deltas stream.
+reads; unknown fields are ignored), :class:`StreamedItem`, the accumulator of one
+outgoing Responses output item while its deltas stream, and the template of its delta
+frames.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "StreamedItem",
     "ToolCallDelta",
     "content_part",
+    "decode_chunk",
+    "delta_format",
 ]
 
 
@@ -65,6 +68,16 @@ class ChatChunk(msgspec.Struct):
     error: Any = None
 
 
+decode_chunk = msgspec.json.Decoder(ChatChunk).decode
+_encode = msgspec.json.Encoder().encode
+
+_DELTA_EVENTS = {
+    "output_text": "response.output_text.delta",
+    "refusal": "response.refusal.delta",
+    "reasoning_text": "response.reasoning_text.delta",
+}
+
+
 def content_part(part_type: str, text: str) -> dict[str, Any]:
     """A content part of the given type holding ``text``."""
     if part_type == "refusal":
@@ -72,6 +85,26 @@ def content_part(part_type: str, text: str) -> dict[str, Any]:
     if part_type == "reasoning_text":
         return {"type": "reasoning_text", "text": text}
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def delta_format(state: StreamedItem, part_type: str) -> bytes:
+    """The delta frame of the item's last part as a ``%`` format with two holes: the
+    JSON string of the delta and the sequence number."""
+    kind = _DELTA_EVENTS[part_type].encode()
+    head = (
+        b"event: "
+        + kind
+        + b'\ndata: {"type":"'
+        + kind
+        + b'","item_id":'
+        + _encode(state.item_id)
+        + b',"output_index":'
+        + str(state.output_index).encode()
+        + b',"content_index":'
+        + str(len(state.parts) - 1).encode()
+    )
+    logprobs = b',"logprobs":[]' if part_type == "output_text" else b""
+    return head.replace(b"%", b"%%") + b',"delta":%s' + logprobs + b',"sequence_number":%d}\n\n'
 
 
 class StreamedItem:

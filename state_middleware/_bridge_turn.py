@@ -98,12 +98,13 @@ class ChatReplyTranslator:
         base: dict[str, Any],
         deliver: Deliver,
         limit: int,
-        deliver_plain: Deliver | None = None,
+        *,
+        deliver_plain: Deliver,
     ) -> None:
         self.base = base
         self.deliver = deliver
-        # for one whole text delta frame: ``deliver`` may skip looking into it
-        self.deliver_plain = deliver_plain or deliver
+        # for one whole text delta frame: like ``deliver``, without looking into it
+        self.deliver_plain = deliver_plain
         self.limit = limit
         self.start: Any = None
         self.status = 0
