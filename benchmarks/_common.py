@@ -11,16 +11,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 __all__ = [
     "BENCH_DIR",
+    "Comparison",
+    "Measure",
     "Row",
+    "Served",
     "call_asgi",
+    "compare",
     "free_port",
     "markdown_table",
     "median",
+    "ms",
     "row",
     "timed",
     "uvicorn_server",
@@ -190,3 +198,76 @@ async def call_asgi(
 
     await app(scope, receive, send)
     return status, b"".join(chunks)
+
+
+# -- two apps side by side -------------------------------------------------------------
+
+#: requests against one server through a kept-alive client; seconds per request
+Measure = Callable[[httpx.Client], list[float]]
+
+
+@dataclass(frozen=True)
+class Served:
+    """An app as ``uvicorn`` names it (``module:attribute`` in ``BENCH_DIR``), what the
+    table calls it, and how it is measured."""
+
+    label: str
+    app: str
+    measure: Measure
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-request seconds of the bare app and of the other one, and the median of the
+    per-round ratios (other / bare)."""
+
+    bare: Served
+    other: Served
+    bare_times: list[float]
+    other_times: list[float]
+    ratio: float
+    ratios: list[float]
+
+    @property
+    def added(self) -> float:
+        """Median seconds the other app added."""
+        return median(self.other_times) - median(self.bare_times)
+
+    def details(self, count: str) -> str:
+        return (
+            f"median {self.bare.label} {ms(median(self.bare_times))}, {self.other.label} "
+            f"{ms(median(self.other_times))} (+{ms(self.added)}); {len(self.ratios)} rounds "
+            f"x {count}; per-round ratios {min(self.ratios):.3f}-{max(self.ratios):.3f}"
+        )
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def compare(
+    bare: Served, other: Served, *, rounds: int, headers: Sequence[tuple[bytes, bytes]]
+) -> Comparison:
+    """Serve both apps (one uvicorn subprocess each) and measure each ``rounds`` times
+    after one warm-up, alternating which goes first, so drift hits both alike."""
+    times: dict[str, list[float]] = {"bare": [], "other": []}
+    ratios: list[float] = []
+    with (
+        uvicorn_server(bare.app) as bare_url,
+        uvicorn_server(other.app) as other_url,
+        httpx.Client(base_url=bare_url, headers=list(headers), timeout=60) as bare_client,
+        httpx.Client(base_url=other_url, headers=list(headers), timeout=60) as other_client,
+    ):
+        runs = {"bare": (bare.measure, bare_client), "other": (other.measure, other_client)}
+        for measure, client in runs.values():
+            measure(client)
+        order = list(runs)
+        for number in range(rounds):
+            medians: dict[str, float] = {}
+            for name in order if number % 2 == 0 else order[::-1]:
+                measure, client = runs[name]
+                samples = measure(client)
+                times[name].extend(samples)
+                medians[name] = median(samples)
+            ratios.append(medians["other"] / medians["bare"])
+    return Comparison(bare, other, times["bare"], times["other"], median(ratios), ratios)

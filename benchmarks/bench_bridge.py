@@ -14,21 +14,30 @@ uvicorn subprocess and the client stays in this process, as in ``run.py``:
 * ``latency``: one single-turn JSON request, a Responses request through the bridge
   against the equivalent chat request to the bare app.
 
-Bare and bridged rounds are interleaved (alternating which goes first) so drift hits both
-alike; the reported ratio is the median of the per-round ratios of medians.
+Bare and bridged rounds are interleaved (``_common.compare``: alternating which goes
+first) so drift hits both alike; the reported ratio is the median of the per-round
+ratios of medians.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
-from _common import Row, markdown_table, median, pin_client, row, timed, uvicorn_server
+from _common import (
+    Comparison,
+    Measure,
+    Row,
+    Served,
+    compare,
+    markdown_table,
+    pin_client,
+    row,
+    timed,
+)
 
 __all__ = ["run"]
 
@@ -39,61 +48,19 @@ STREAM_DELTAS = 2000
 TARGET = 1.10
 
 PROMPT = "Hello, how are you today?"
-AUTH = ("authorization", "Bearer sk-bench")
+AUTH = (b"authorization", b"Bearer sk-bench")
 JSON_HEADERS = {"content-type": "application/json"}
 
-Measure = Callable[[httpx.Client], list[float]]
 
-
-@dataclass(frozen=True)
-class _Comparison:
-    """Per-request seconds against each app and the median of the per-round ratios."""
-
-    bare: list[float]
-    bridge: list[float]
-    ratio: float
-    ratios: list[float]
-
-    def details(self, count: str) -> str:
-        bare, bridge = median(self.bare), median(self.bridge)
-        return (
-            f"median bare chat {_ms(bare)}, bridge {_ms(bridge)} (+{_ms(bridge - bare)}); "
-            f"{ROUNDS} rounds x {count}; per-round ratios "
-            f"{min(self.ratios):.3f}-{max(self.ratios):.3f}"
-        )
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f} ms"
-
-
-def _compare(bare_measure: Measure, bridge_measure: Measure) -> _Comparison:
-    """Run each measure against its server for ``ROUNDS`` rounds, after one warm-up each,
-    alternating which app goes first."""
-    samples: dict[str, list[float]] = {"bare": [], "bridge": []}
-    ratios: list[float] = []
-    with (
-        uvicorn_server("_apps:bare_chat") as bare_url,
-        uvicorn_server("_apps:bridge") as bridge_url,
-        httpx.Client(base_url=bare_url, headers=[AUTH], timeout=60) as bare,
-        httpx.Client(base_url=bridge_url, headers=[AUTH], timeout=60) as bridge,
-    ):
-        runs: dict[str, tuple[Measure, httpx.Client]] = {
-            "bare": (bare_measure, bare),
-            "bridge": (bridge_measure, bridge),
-        }
-        for measure, client in runs.values():
-            measure(client)
-        order = list(runs)
-        for number in range(ROUNDS):
-            medians: dict[str, float] = {}
-            for name in order if number % 2 == 0 else order[::-1]:
-                measure, client = runs[name]
-                times = measure(client)
-                samples[name].extend(times)
-                medians[name] = median(times)
-            ratios.append(medians["bridge"] / medians["bare"])
-    return _Comparison(samples["bare"], samples["bridge"], median(ratios), ratios)
+def _compare(bare_measure: Measure, bridge_measure: Measure) -> Comparison:
+    """The bare chat app and the bridge, each with its own measure (see
+    ``_common.compare``)."""
+    return compare(
+        Served("bare chat", "_apps:bare_chat", bare_measure),
+        Served("bridge", "_apps:bridge", bridge_measure),
+        rounds=ROUNDS,
+        headers=[AUTH],
+    )
 
 
 def _streams(path: str, body: dict[str, Any], last_event: bytes) -> Measure:
@@ -145,7 +112,7 @@ def stream() -> list[Row]:
             b"event: response.completed",
         ),
     )
-    added = median(result.bridge) - median(result.bare)
+    added = result.added
     return [
         row(
             f"{STREAM_DELTAS}-delta stream, last byte, bridge / bare chat",

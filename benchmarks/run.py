@@ -25,20 +25,23 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
 from _common import (
+    Comparison,
+    Measure,
     Row,
+    Served,
     call_asgi,
+    compare,
     markdown_table,
     median,
+    ms,
     pin_client,
     row,
     timed,
-    uvicorn_server,
 )
 
 from state_middleware import MemoryStore, ResponsesStateMiddleware
@@ -56,60 +59,19 @@ STORAGE_TURNS = (10, 100, 1000)
 
 AUTH = (b"authorization", b"Bearer sk-bench")
 OWNER = hash_credentials([AUTH])
-APPS = ("bare", "wrapped")
 
 
 # -- HTTP through uvicorn -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Comparison:
-    """Per-request seconds of each app and the median of the per-round ratios."""
-
-    bare: list[float]
-    wrapped: list[float]
-    ratio: float
-    ratios: list[float]
-
-    @property
-    def added(self) -> float:
-        """Median seconds the middleware added."""
-        return median(self.wrapped) - median(self.bare)
-
-    def details(self, count: str) -> str:
-        return (
-            f"median bare {_ms(median(self.bare))}, wrapped {_ms(median(self.wrapped))} "
-            f"(+{_ms(self.added)}); {ROUNDS} rounds x {count}; per-round ratios "
-            f"{min(self.ratios):.3f}-{max(self.ratios):.3f}"
-        )
-
-
-def _interleaved(measure: Callable[[httpx.Client], list[float]]) -> _Comparison:
-    """Run ``measure`` against the bare and the wrapped server in turn for ``ROUNDS``
-    rounds (after one warm-up call each), alternating which goes first."""
-    samples: dict[str, list[float]] = {name: [] for name in APPS}
-    ratios: list[float] = []
-    with (
-        uvicorn_server("_apps:bare") as bare_url,
-        uvicorn_server("_apps:wrapped") as wrapped_url,
-        httpx.Client(base_url=bare_url, headers=[AUTH], timeout=60) as bare,
-        httpx.Client(base_url=wrapped_url, headers=[AUTH], timeout=60) as wrapped,
-    ):
-        clients = {"bare": bare, "wrapped": wrapped}
-        for client in clients.values():
-            measure(client)
-        for number in range(ROUNDS):
-            medians = {}
-            for name in APPS if number % 2 == 0 else APPS[::-1]:
-                times = measure(clients[name])
-                samples[name].extend(times)
-                medians[name] = median(times)
-            ratios.append(medians["wrapped"] / medians["bare"])
-    return _Comparison(samples["bare"], samples["wrapped"], median(ratios), ratios)
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f} ms"
+def _interleaved(measure: Measure) -> Comparison:
+    """``measure`` against the bare and the wrapped app (see ``_common.compare``)."""
+    return compare(
+        Served("bare", "_apps:bare", measure),
+        Served("wrapped", "_apps:wrapped", measure),
+        rounds=ROUNDS,
+        headers=[AUTH],
+    )
 
 
 def latency() -> list[Row]:
@@ -257,11 +219,11 @@ def replay() -> list[Row]:
     return [
         row(
             f"(c) added time to replay a {REPLAY_TURNS}-turn chain",
-            _ms(added),
+            ms(added),
             target="<= 1 ms",
             met=added <= 0.001,
             details=(
-                f"parse + get_chain + upstream_body: {_ms(chained)} vs {_ms(plain)} "
+                f"parse + get_chain + upstream_body: {ms(chained)} vs {ms(plain)} "
                 f"without history; {replayed / 1024:.0f} KiB upstream body; "
                 f"median of {REPLAY_CALLS}"
             ),
