@@ -70,7 +70,7 @@ RESPONSE_ERROR_CODES = frozenset(
 )
 
 
-_text_decoder = msgspec.json.Decoder(str)
+_decode_text = msgspec.json.Decoder(str).decode
 _encode = msgspec.json.Encoder().encode
 
 #: how many times one stream may try to learn a chunk shape for ``repeat`` (an upstream
@@ -161,15 +161,13 @@ class ChatStreamTranslator:
         as it is.
         """
         head = self._repeat_head
-        if not head or not frame.startswith(head):
-            return None
         tail = self._repeat_tail
-        end = len(frame) - len(tail)
-        if end <= len(head) or not frame.endswith(tail):
+        if not head or not frame.startswith(head) or not frame.endswith(tail):
             return None
-        quoted = frame[len(head) : end]
+        # Where head and tail overlap, this is empty, which is no JSON string.
+        quoted = frame[len(head) : len(frame) - len(tail)]
         try:
-            text = _text_decoder.decode(quoted)
+            text = _decode_text(quoted)
         except msgspec.DecodeError:
             return None
         if not text:  # an empty text may let a field the template holds count

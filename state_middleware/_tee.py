@@ -129,12 +129,15 @@ class ReplyTee:
                 return self.send(message)
         return self._handle(message)
 
-    def plain(self, message: Any) -> Awaitable[None]:
-        """``send`` for a body message the caller knows is one whole delta frame (an
-        event the turn never needs): no need to look into it."""
+    def direct_send(self) -> ASGISendCallable | None:
+        """The server's own ``send``, for a caller that from now on hands this tee
+        whole SSE frames only, and may then send a whole frame of an event the turn
+        never needs (a delta) straight through it: such a frame changes nothing here.
+        ``None`` unless the reply is being teed as an event stream with nothing pending.
+        """
         if self.mode is _Mode.SSE and not self.decoder.pending:
-            return self.send(message)
-        return self._handle(message)
+            return self.send
+        return None
 
     async def _handle(self, message: Any) -> None:
         kind = message["type"]

@@ -180,10 +180,10 @@ class TurnResponder:
         root = self.scope.get("root_path", "")
         scope = {**self._upstream_scope(), "path": root + path, "raw_path": (root + path).encode()}
         assert self.tee is not None
-        send = ChatReplyTranslator(
-            base, self.tee, self.settings.max_body_bytes, deliver_plain=self.tee.plain
+        translator = ChatReplyTranslator(
+            base, self.tee, self.settings.max_body_bytes, direct=self.tee.direct_send
         )
-        await self._run_app(scope, send)
+        await self._run_app(scope, translator.send)
 
     def _declared_length(self) -> int | None:
         value = header(self.scope["headers"], b"content-length")

@@ -1,13 +1,14 @@
-"""Pure pieces: request parsing and rewriting, records, the accumulator, ids."""
+"""Small pieces: request parsing and rewriting, records, the accumulator, ids, the tee."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import pytest
 
-from state_middleware import TurnRecord
+from state_middleware import MemoryStore, TurnRecord
 from state_middleware._accumulator import Outcome, TurnAccumulator
 from state_middleware._errors import ApiError
 from state_middleware._ids import derived_item_id, new_response_id
@@ -19,6 +20,7 @@ from state_middleware._record import (
     response_with_output,
 )
 from state_middleware._request import parse_turn_request, upstream_body
+from state_middleware._tee import ReplyTee
 
 
 def turn(rid: str, parent: str | None, inp: list[object], out: list[object]) -> TurnRecord:
@@ -166,3 +168,44 @@ def test_a_minimal_terminal_event_still_stores_a_well_formed_response() -> None:
     assert stored["id"] == "resp_x"
     assert stored["output"] == [item]
     assert isinstance(stored["created_at"], int)
+
+
+@pytest.mark.anyio
+async def test_the_tee_hands_out_the_server_send_only_between_whole_frames_of_a_stream() -> None:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    def tee() -> ReplyTee:
+        turn = TurnAccumulator(response_id="resp_x", parent_id=None, store=True, input_items=b"[]")
+        return ReplyTee(
+            send=send,
+            store=MemoryStore(),
+            owner="o",
+            turn=turn,
+            max_body_bytes=1 << 20,
+            index_reasoning=False,
+        )
+
+    def start(content_type: bytes) -> dict[str, Any]:
+        return {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", content_type)],
+        }
+
+    stream = tee()
+    assert stream.direct_send() is None  # nothing started yet
+    await stream(start(b"text/event-stream"))
+    assert stream.direct_send() is send
+    half = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta"'
+    await stream({"type": "http.response.body", "body": half, "more_body": True})
+    assert stream.direct_send() is None  # half a frame is pending
+    await stream({"type": "http.response.body", "body": b',"delta":"x"}\n\n', "more_body": True})
+    assert stream.direct_send() is send
+    assert b"".join(m.get("body", b"") for m in sent) == half + b',"delta":"x"}\n\n'
+
+    whole = tee()
+    await whole(start(b"application/json"))
+    assert whole.direct_send() is None  # a JSON reply is held and stamped, never sent past
