@@ -17,6 +17,7 @@ import msgspec
 
 from ._asgi import header, with_headers
 from ._bridge_errors import BridgeError, chat_error_to_response_error
+from ._bridge_replay import replay_events
 from ._bridge_request import build_chat_request
 from ._bridge_response import chat_completion_to_response
 from ._bridge_stream import ChatStreamTranslator
@@ -31,6 +32,8 @@ _list_decoder = msgspec.json.Decoder(list[dict[str, Any]])
 _encoder = msgspec.json.Encoder()
 _CALL_TYPES = frozenset({"function_call", "custom_tool_call"})
 _BODY_HEADERS = (b"content-length", b"content-type", b"transfer-encoding")
+_JSON = b"application/json"
+_EVENT_STREAM = b"text/event-stream; charset=utf-8"
 
 Deliver = Callable[[Any], Awaitable[None]]
 
@@ -101,8 +104,11 @@ class ChatReplyTranslator:
         limit: int,
         *,
         direct: Callable[[], Deliver | None],
+        wants_stream: bool = False,
     ) -> None:
         self.base = base
+        # The client asked for a stream: a whole JSON completion is replayed as events.
+        self.wants_stream = wants_stream
         self.deliver = deliver
         # Once the stream has started: a send for whole delta frames that need no
         # looking into (``direct()``, else ``deliver``).
@@ -156,7 +162,7 @@ class ChatReplyTranslator:
             headers = with_headers(
                 message.get("headers", []),
                 _BODY_HEADERS,
-                [(b"content-type", b"text/event-stream; charset=utf-8")],
+                [(b"content-type", _EVENT_STREAM)],
             )
             await self.deliver({"type": "http.response.start", "status": 200, "headers": headers})
             await self._emit(self.stream.start(), more=True)
@@ -188,27 +194,29 @@ class ChatReplyTranslator:
         elif not message.get("more_body", False):
             await self._reply(*self._translate(b"".join(self.held)))
 
-    async def _reply(self, status: int, reply: bytes) -> None:
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(reply)).encode()),
-        ]
+    async def _reply(self, status: int, reply: bytes, content_type: bytes = _JSON) -> None:
+        headers = [(b"content-type", content_type), (b"content-length", str(len(reply)).encode())]
         await self.deliver({"type": "http.response.start", "status": status, "headers": headers})
         await self.deliver({"type": "http.response.body", "body": reply, "more_body": False})
 
-    def _translate(self, body: bytes) -> tuple[int, bytes]:
+    def _translate(self, body: bytes) -> tuple[int, bytes, bytes]:
+        """Status, body and content type of the reply to a whole (non-stream) answer."""
         if not 200 <= self.status < 300:
-            return self.status, chat_error_to_response_error(self.status, body)
+            return self.status, chat_error_to_response_error(self.status, body), _JSON
         try:
             chat = _decoder.decode(body)
             if not isinstance(chat, dict):
                 raise BridgeError(502, "The upstream chat completion is not a JSON object.")
-            return 200, _encoder.encode(chat_completion_to_response(chat, base=self.base))
+            response = chat_completion_to_response(chat, base=self.base)
         except msgspec.DecodeError:
             error = BridgeError(502, "The upstream chat completion is not valid JSON.")
         except BridgeError as exc:
             error = exc
-        return error.status, error.to_body()
+        else:
+            if self.wants_stream:  # a server that ignored ``stream: true``
+                return 200, replay_events(self.base, response), _EVENT_STREAM
+            return 200, _encoder.encode(response), _JSON
+        return error.status, error.to_body(), _JSON
 
     async def _emit(self, data: bytes, *, more: bool) -> None:
         if data or not more:

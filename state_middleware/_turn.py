@@ -181,7 +181,11 @@ class TurnResponder:
         scope = {**self._upstream_scope(), "path": root + path, "raw_path": (root + path).encode()}
         assert self.tee is not None
         translator = ChatReplyTranslator(
-            base, self.tee, self.settings.max_body_bytes, direct=self.tee.direct_send
+            base,
+            self.tee,
+            self.settings.max_body_bytes,
+            direct=self.tee.direct_send,
+            wants_stream=request.stream,
         )
         await self._run_app(scope, translator.send)
 

@@ -582,6 +582,69 @@ async def test_deltas_reach_the_client_as_each_chat_chunk_arrives() -> None:
     assert arrivals[-1] - arrivals[0] > 0.3
 
 
+async def test_a_chat_app_that_ignores_stream_still_gives_the_client_a_stream(
+    store: Store,
+) -> None:
+    chat = ScriptedChatApp(ignore_stream=True)
+    app = ResponsesStateMiddleware(chat, store=store, upstream_api="chat")
+    async with sdk_client(app) as client:
+        async with client.responses.stream(model="m", input="alpha beta gamma") as stream:
+            events = [event async for event in stream]
+            final = await stream.get_final_response()
+        stored = await client.responses.retrieve(final.id)
+        second = await client.responses.create(
+            model="m", input="and then?", previous_response_id=final.id
+        )
+    assert chat.requests[0].body["stream"] is True  # asked for, and answered with JSON
+    assert [event.type for event in events] == text_events(1)
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    (delta,) = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert delta == final.output_text == "[1 messages] alpha beta gamma"
+    assert final.usage is not None
+    assert final.usage.total_tokens > 0
+    assert stored.output_text == final.output_text
+    assert [item.id for item in stored.output] == [item.id for item in final.output]
+    assert roles_and_texts(chat.requests[-1].body["messages"]) == [
+        ("user", "alpha beta gamma"),
+        ("assistant", final.output_text),
+        ("user", "and then?"),
+    ]
+    assert second.output_text == "[3 messages] and then?"
+
+
+async def test_a_thinking_tool_call_replayed_from_json_continues_like_a_streamed_one(
+    store: Store,
+) -> None:
+    chat = ScriptedChatApp(thinking=True, ignore_stream=True)
+    app = ResponsesStateMiddleware(chat, store=store, upstream_api="chat")
+    async with sdk_client(app) as client:
+        stream = await client.responses.create(
+            model="m",
+            input="CALL:lookup the word",
+            tools=[LOOKUP],  # type: ignore[list-item]
+            stream=True,
+        )
+        events = [event async for event in stream]
+        final = events[-1].response  # type: ignore[union-attr]
+        reasoning, call = final.output
+        answer = await client.responses.create(
+            model="m",
+            previous_response_id=final.id,
+            tools=[LOOKUP],  # type: ignore[list-item]
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "a noun"}],
+        )
+    thought = "thinking about: CALL:lookup the word"
+    assert [e.delta for e in events if e.type == "response.reasoning_text.delta"] == [thought]
+    arguments = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert arguments == [call.arguments]
+    assert json.loads(call.arguments) == {"input": "CALL:lookup the word"}
+    assert reasoning.type == "reasoning"
+    # The thinking app refuses a tool-call message without its reasoning: it got it back.
+    assistant = chat.requests[-1].body["messages"][1]
+    assert assistant["reasoning_content"] == thought
+    assert answer.output_text == "tool said: a noun"
+
+
 # -- 4. thinking models -------------------------------------------------------------------
 
 

@@ -174,6 +174,17 @@ async def test_stream_deltas_join_to_the_json_text(client: openai.AsyncOpenAI) -
     assert all(c.usage is None for c in chunks)
 
 
+async def test_ignore_stream_answers_json_even_to_a_stream_request() -> None:
+    app = ScriptedChatApp(ignore_stream=True)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://upstream"
+    ) as http:
+        body = {"model": "m", "messages": [user("hi")], "stream": True}
+        reply = await http.post("/v1/chat/completions", json=body)
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json()["choices"][0]["message"]["content"] == "[1 messages] hi"
+
+
 async def test_stream_with_include_usage_ends_with_a_usage_only_chunk(
     client: openai.AsyncOpenAI,
 ) -> None:

@@ -26,7 +26,8 @@ A call of a tool the request does not offer is a 400, so a bridge that lost a to
 loudly. ``ScriptedChatApp(thinking=True)`` behaves like a thinking model: it first streams
 (or returns) ``<reasoning_field>: "thinking about: <user text>"``, and, like DeepSeek and
 Kimi, refuses with 400 any request holding an assistant message with ``tool_calls`` but
-no non-empty ``<reasoning_field>``.
+no non-empty ``<reasoning_field>``. ``ScriptedChatApp(ignore_stream=True)`` answers
+every request as JSON, ``stream: true`` or not, as some servers do.
 """
 
 from __future__ import annotations
@@ -285,9 +286,11 @@ class ScriptedChatApp:
         thinking: bool = False,
         reasoning_field: str = "reasoning_content",
         model: str = "scripted-chat-model",
+        ignore_stream: bool = False,
     ) -> None:
         self.route = prefix.rstrip("/") + "/chat/completions"
         self.thinking = thinking
+        self.ignore_stream = ignore_stream
         self.reasoning_field = reasoning_field
         self.model = model
         self.requests: list[ReceivedRequest] = []
@@ -338,7 +341,7 @@ class ScriptedChatApp:
         if self.thinking:
             _check_thinking(messages, self.reasoning_field)
         reply = _Reply(self, request.body, messages)
-        if request.body.get("stream") is not True:
+        if request.body.get("stream") is not True or self.ignore_stream:
             await send_json(send, 200, reply.completion())
             return
         options = request.body.get("stream_options")
