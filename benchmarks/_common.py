@@ -3,6 +3,7 @@ calls, and the markdown table."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -160,7 +161,10 @@ def uvicorn_server(app: str, *, app_dir: Path = BENCH_DIR) -> Iterator[str]:
 async def call_asgi(
     app: Any, path: str, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> tuple[int, bytes]:
-    """``POST path`` straight into an ASGI app, no server: the status and whole body."""
+    """``POST path`` straight into an ASGI app, no server: the status and whole body.
+
+    After the request body, ``receive`` waits until the app has returned, then reports
+    the client gone, as a server does once the response is complete."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -181,13 +185,15 @@ async def call_asgi(
         "server": ("bench", 80),
     }
     requests = [{"type": "http.request", "body": body, "more_body": False}]
+    answered = asyncio.Event()
     status = 0
     chunks: list[bytes] = []
 
     async def receive() -> dict[str, Any]:
         if requests:
             return requests.pop()
-        raise RuntimeError("the app read past the end of the request")
+        await answered.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal status
@@ -196,7 +202,10 @@ async def call_asgi(
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
-    await app(scope, receive, send)
+    try:
+        await app(scope, receive, send)
+    finally:
+        answered.set()
     return status, b"".join(chunks)
 
 

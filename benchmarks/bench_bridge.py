@@ -11,6 +11,9 @@ uvicorn subprocess and the client stays in this process, as in ``run.py``:
 * ``stream``: ``DELTAS:2000`` streamed. The bridge reads the 2000-chunk chat stream and
   sends the Responses event stream; the bare app sends the chat stream itself (with
   ``stream_options.include_usage``, as the bridge asks for). Time to the last byte.
+* ``in_process``: the same stream straight into each app object, no server: the CPU
+  time per stream (best of ``IN_PROCESS_STREAMS``), so the bridge's own cost per delta
+  shows without the server's share and its noise. Not a target, a diagnosis.
 * ``latency``: one single-turn JSON request, a Responses request through the bridge
   against the equivalent chat request to the bare app.
 
@@ -21,6 +24,7 @@ ratios of medians.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from typing import Any
@@ -32,8 +36,10 @@ from _common import (
     Measure,
     Row,
     Served,
+    call_asgi,
     compare,
     markdown_table,
+    ms,
     pin_client,
     row,
     timed,
@@ -44,6 +50,7 @@ __all__ = ["run"]
 ROUNDS = 7
 LATENCY_REQUESTS = 400  # per app per round
 STREAMS = 4  # per app per round
+IN_PROCESS_STREAMS = 30  # per app
 STREAM_DELTAS = 2000
 TARGET = 1.10
 
@@ -96,21 +103,21 @@ def _requests(path: str, body: dict[str, Any]) -> Measure:
     return measure
 
 
+#: the bare app's request (with the usage chunk, as the bridge asks) and the bridge's
+STREAM_TEXT = f"DELTAS:{STREAM_DELTAS}"
+CHAT_STREAM_BODY = {
+    "model": "m",
+    "messages": [{"role": "user", "content": STREAM_TEXT}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+RESPONSES_STREAM_BODY = {"model": "m", "input": STREAM_TEXT, "stream": True}
+
+
 def stream() -> list[Row]:
-    text = f"DELTAS:{STREAM_DELTAS}"
-    chat_body = {
-        "model": "m",
-        "messages": [{"role": "user", "content": text}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
     result = _compare(
-        _streams("/v1/chat/completions", chat_body, b"data: [DONE]"),
-        _streams(
-            "/v1/responses",
-            {"model": "m", "input": text, "stream": True},
-            b"event: response.completed",
-        ),
+        _streams("/v1/chat/completions", CHAT_STREAM_BODY, b"data: [DONE]"),
+        _streams("/v1/responses", RESPONSES_STREAM_BODY, b"event: response.completed"),
     )
     added = result.added
     return [
@@ -122,6 +129,43 @@ def stream() -> list[Row]:
             details=(
                 result.details(f"{STREAMS} streams")
                 + f"; {added / STREAM_DELTAS * 1e6:.1f} us per delta"
+            ),
+        )
+    ]
+
+
+def _best_cpu(app: Any, path: str, body: dict[str, Any], last_event: bytes) -> float:
+    """The least CPU time one streamed request took, in process."""
+    content = msgspec.json.encode(body)
+
+    async def measure() -> float:
+        best = float("inf")
+        for _ in range(IN_PROCESS_STREAMS):
+            start = time.process_time()
+            status, reply = await call_asgi(app, path, content, [AUTH])
+            best = min(best, time.process_time() - start)
+            if status != 200 or last_event not in reply:
+                raise RuntimeError(f"the stream from {path} did not hold {last_event!r}")
+        return best
+
+    return asyncio.run(measure())
+
+
+def in_process() -> list[Row]:
+    from _apps import bare_chat, bridge
+
+    bare = _best_cpu(bare_chat, "/v1/chat/completions", CHAT_STREAM_BODY, b"data: [DONE]")
+    bridged = _best_cpu(
+        bridge, "/v1/responses", RESPONSES_STREAM_BODY, b"event: response.completed"
+    )
+    per_delta = (bridged - bare) / STREAM_DELTAS * 1e6
+    return [
+        row(
+            f"{STREAM_DELTAS}-delta stream in process (no server), CPU the bridge adds",
+            f"{per_delta:.2f} us per delta",
+            details=(
+                f"best of {IN_PROCESS_STREAMS}: bare chat {ms(bare)}, bridge {ms(bridged)} "
+                f"(the bare app alone: {bare / STREAM_DELTAS * 1e6:.2f} us per delta)"
             ),
         )
     ]
@@ -148,7 +192,7 @@ def latency() -> list[Row]:
 
 def _rows() -> list[Row]:
     rows: list[Row] = []
-    for section in (stream, latency):
+    for section in (stream, in_process, latency):
         start = time.perf_counter()
         rows.extend(section())
         print(f"{section.__name__}: {time.perf_counter() - start:.1f}s", file=sys.stderr)

@@ -256,7 +256,7 @@ def bridge() -> list[Row]:
     """The chat bridge against the bare chat app (``bench_bridge.py``)."""
     import bench_bridge
 
-    return [*bench_bridge.stream(), *bench_bridge.latency()]
+    return [*bench_bridge.stream(), *bench_bridge.in_process(), *bench_bridge.latency()]
 
 
 def redis() -> list[Row]:
