@@ -299,17 +299,20 @@ def _message_item(message: Mapping[str, Any], status: str) -> dict[str, Any] | N
 def output_items(
     message: Mapping[str, Any], *, custom_names: frozenset[str], status: str
 ) -> list[dict[str, Any]]:
-    """The Responses output items of one Chat assistant message, in output order."""
+    """The Responses output items of one Chat assistant message, in output order.
+
+    ``status`` is that of the items the answer ended in: the tool calls if any, else the
+    message (text before tool calls was finished before they began, as in a stream).
+    """
     items: list[dict[str, Any]] = []
     thought = _chat_reasoning(message)
     if thought:
         items.append(reasoning_item(thought))
-    text_item = _message_item(message, status)
+    calls = [call for call in message.get("tool_calls") or [] if isinstance(call, dict)]
+    text_item = _message_item(message, "completed" if calls else status)
     if text_item is not None:
         items.append(text_item)
-    for call in message.get("tool_calls") or []:
-        if not isinstance(call, dict):
-            continue
+    for call in calls:
         function = call.get("function") or {}
         name = function.get("name") or ""
         call_id = call.get("id") or new_item_id("call")

@@ -215,6 +215,20 @@ def test_length_and_content_filter_make_the_response_incomplete(
     assert response["output"][0]["status"] == "incomplete"
 
 
+def test_a_cut_answer_leaves_text_before_its_tool_calls_completed() -> None:
+    calls = [
+        {"id": f"call_{n}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        for n in range(2)
+    ]
+    response = translate(completion({"content": "first", "tool_calls": calls}, "length"))
+    statuses = [(item["type"], item["status"]) for item in response["output"]]
+    assert statuses == [
+        ("message", "completed"),
+        ("function_call", "incomplete"),
+        ("function_call", "incomplete"),
+    ]
+
+
 def test_refusal_becomes_a_refusal_part() -> None:
     response = translate(completion({"content": None, "refusal": "I can't."}))
     assert response["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't."}]
