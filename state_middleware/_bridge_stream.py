@@ -104,6 +104,12 @@ class ChatStreamTranslator:
         self._repeat_tail = b""
         self._repeat_pieces: list[str] = []
         self._learning = _LEARN_LIMIT
+        self._result: dict[str, Any] | None = None
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The response object of the terminal event, once it was emitted."""
+        return self._result
 
     @property
     def terminal_emitted(self) -> bool:
@@ -366,6 +372,7 @@ class ChatStreamTranslator:
         )
         kind = "response.incomplete" if reason else "response.completed"
         self._terminal = True
+        self._result = response
         return out + self._event({"type": kind, "response": response})
 
     def _fail_upstream(self, error: Any) -> bytes:
@@ -386,4 +393,5 @@ class ChatStreamTranslator:
         response = failed_response(
             self._base, output=output, usage=usage, code=failed_code, message=message
         )
+        self._result = response
         return self._event(event) + self._event({"type": "response.failed", "response": response})

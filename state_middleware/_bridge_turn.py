@@ -118,6 +118,8 @@ class ChatReplyTranslator:
         self.start: Any = None
         self.status = 0
         self.stream: ChatStreamTranslator | None = None
+        # a stream the client did not ask for: translated, then answered as one JSON reply
+        self.collected: ChatStreamTranslator | None = None
         self.decoder = SSEDecoder()
         self.held: list[bytes] = []
         self.held_size = 0
@@ -148,6 +150,8 @@ class ChatReplyTranslator:
         elif kind == "http.response.body":
             if self.stream is not None:
                 await self._stream_body(message)
+            elif self.collected is not None:
+                await self._collect_body(self.collected, message)
             else:
                 await self._held_body(message)
         elif kind != "http.response.trailers":
@@ -158,6 +162,9 @@ class ChatReplyTranslator:
         self.status = message["status"]
         content_type = (header(message.get("headers", []), b"content-type") or b"").lower()
         if 200 <= self.status < 300 and content_type.startswith(b"text/event-stream"):
+            if not self.wants_stream:  # a server that streams unasked
+                self.collected = ChatStreamTranslator(base=self.base)
+                return
             self.stream = ChatStreamTranslator(base=self.base)
             headers = with_headers(
                 message.get("headers", []),
@@ -180,18 +187,50 @@ class ChatReplyTranslator:
             out.append(self.stream.finish())
         await self._emit(b"".join(out), more=more)
 
-    async def _held_body(self, message: Any) -> None:
-        if self.overflow:
-            return
+    async def _collect_body(self, stream: ChatStreamTranslator, message: Any) -> None:
+        """A stream the client did not ask for: translated whole, then one JSON reply (a
+        stream that fails is a 502 with the upstream's message; nothing is stored)."""
         chunk: bytes = message.get("body", b"")
-        self.held_size += len(chunk)
-        self.held.append(chunk)
-        if self.held_size > self.limit:
-            self.overflow = True
-            self.held = []
-            error = BridgeError(502, "The upstream chat completion is too large to translate.")
+        more: bool = message.get("more_body", False)
+        if await self._over_limit(chunk):
+            return
+        frames = self.decoder.feed(chunk) if chunk else []
+        if not more:
+            frames += self.decoder.flush()
+        for frame in frames:
+            if frame.data is not None:
+                stream.feed(frame.data)
+        if more:
+            return
+        stream.finish()
+        response = stream.result
+        assert response is not None  # finish() always ends the stream
+        if response["status"] == "failed":
+            error = BridgeError(502, response["error"]["message"], code=response["error"]["code"])
             await self._reply(error.status, error.to_body())
-        elif not message.get("more_body", False):
+        else:
+            await self._reply(200, _encoder.encode(response))
+
+    async def _over_limit(self, chunk: bytes) -> bool:
+        """Count a chunk of a reply that is translated whole. Past the limit the client
+        gets a 502 (once) and ``True``: the rest of the reply is dropped."""
+        if self.overflow:
+            return True
+        self.held_size += len(chunk)
+        if self.held_size <= self.limit:
+            return False
+        self.overflow = True
+        self.held = []
+        error = BridgeError(502, "The upstream chat completion is too large to translate.")
+        await self._reply(error.status, error.to_body())
+        return True
+
+    async def _held_body(self, message: Any) -> None:
+        chunk: bytes = message.get("body", b"")
+        if await self._over_limit(chunk):
+            return
+        self.held.append(chunk)
+        if not message.get("more_body", False):
             await self._reply(*self._translate(b"".join(self.held)))
 
     async def _reply(self, status: int, reply: bytes, content_type: bytes = _JSON) -> None:

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from state_middleware import ResponsesStateMiddleware, Store
+from state_middleware import MemoryStore, ResponsesStateMiddleware, Store
 from state_middleware._bridge_messages import NO_CALL_FOR_OUTPUT, NO_OUTPUT_FOR_CALL
 from state_middleware._bridge_reasoning import REASONING_PREFIX
 from state_middleware._bridge_stream import STREAM_CUT_MESSAGE
@@ -585,7 +585,7 @@ async def test_deltas_reach_the_client_as_each_chat_chunk_arrives() -> None:
 async def test_a_chat_app_that_ignores_stream_still_gives_the_client_a_stream(
     store: Store,
 ) -> None:
-    chat = ScriptedChatApp(ignore_stream=True)
+    chat = ScriptedChatApp(answer_as="json")
     app = ResponsesStateMiddleware(chat, store=store, upstream_api="chat")
     async with sdk_client(app) as client:
         async with client.responses.stream(model="m", input="alpha beta gamma") as stream:
@@ -612,37 +612,83 @@ async def test_a_chat_app_that_ignores_stream_still_gives_the_client_a_stream(
     assert second.output_text == "[3 messages] and then?"
 
 
-async def test_a_thinking_tool_call_replayed_from_json_continues_like_a_streamed_one(
-    store: Store,
+async def answer_lookup(client: openai.AsyncOpenAI, previous_id: str, call_id: str) -> Any:
+    """The next turn after a ``lookup`` call: its output, ``a noun``."""
+    return await client.responses.create(
+        model="m",
+        previous_response_id=previous_id,
+        tools=[LOOKUP],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": call_id, "output": "a noun"}],
+    )
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_thinking_tool_call_through_a_server_answering_the_other_way_continues(
+    store: Store, stream: bool
 ) -> None:
-    chat = ScriptedChatApp(thinking=True, ignore_stream=True)
+    """The chat app answers JSON when asked to stream, or streams when asked for JSON:
+    the client still gets what it asked for, and the turn is stored and continues."""
+    chat = ScriptedChatApp(thinking=True, answer_as="json" if stream else "stream")
     app = ResponsesStateMiddleware(chat, store=store, upstream_api="chat")
     async with sdk_client(app) as client:
-        stream = await client.responses.create(
+        made: Any = await client.responses.create(
             model="m",
             input="CALL:lookup the word",
             tools=[LOOKUP],  # type: ignore[list-item]
-            stream=True,
+            stream=stream,
         )
-        events = [event async for event in stream]
-        final = events[-1].response  # type: ignore[union-attr]
-        reasoning, call = final.output
-        answer = await client.responses.create(
-            model="m",
-            previous_response_id=final.id,
-            tools=[LOOKUP],  # type: ignore[list-item]
-            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "a noun"}],
-        )
+        events = [event async for event in made] if stream else []
+        first = events[-1].response if stream else made
+        reasoning, call = first.output
+        stored = await client.responses.retrieve(first.id)
+        answer = await answer_lookup(client, first.id, call.call_id)
+    assert chat.requests[0].body.get("stream", False) is stream
     thought = "thinking about: CALL:lookup the word"
-    assert [e.delta for e in events if e.type == "response.reasoning_text.delta"] == [thought]
-    arguments = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
-    assert arguments == [call.arguments]
-    assert json.loads(call.arguments) == {"input": "CALL:lookup the word"}
+    if stream:  # replayed: each text in one delta
+        assert [e.delta for e in events if e.type == "response.reasoning_text.delta"] == [thought]
+        arguments = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+        assert arguments == [call.arguments]
     assert reasoning.type == "reasoning"
+    assert json.loads(call.arguments) == {"input": "CALL:lookup the word"}
+    assert [item.id for item in stored.output] == [item.id for item in first.output]
     # The thinking app refuses a tool-call message without its reasoning: it got it back.
     assistant = chat.requests[-1].body["messages"][1]
     assert assistant["reasoning_content"] == thought
     assert answer.output_text == "tool said: a noun"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("MIDERROR please", MID_STREAM_ERROR_MESSAGE), ("CUT:3 please", STREAM_CUT_MESSAGE)],
+)
+async def test_an_unasked_chat_stream_that_fails_is_a_502_and_is_not_stored(
+    text: str, message: str
+) -> None:
+    store = MemoryStore()
+    app = ResponsesStateMiddleware(
+        ScriptedChatApp(answer_as="stream"), store=store, upstream_api="chat"
+    )
+    async with raw_client(app) as http:
+        reply = await http.post("/v1/responses", json={"model": "m", "input": text})
+    assert reply.status_code == 502
+    assert reply.headers["content-type"] == "application/json"
+    error = reply.json()["error"]
+    assert error["message"] == message
+    assert error["type"] == "server_error"
+    assert set(error) == {"message", "type", "param", "code"}
+    assert store.size == 0
+
+
+async def test_an_unasked_chat_stream_past_the_size_limit_is_a_502() -> None:
+    app = ResponsesStateMiddleware(
+        ScriptedChatApp(answer_as="stream"), upstream_api="chat", max_body_bytes=4096
+    )
+    async with raw_client(app) as http:
+        reply = await http.post("/v1/responses", json={"model": "m", "input": "DELTAS:200"})
+    assert reply.status_code == 502
+    assert reply.json()["error"]["message"] == (
+        "The upstream chat completion is too large to translate."
+    )
 
 
 # -- 4. thinking models -------------------------------------------------------------------

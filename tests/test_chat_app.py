@@ -174,15 +174,34 @@ async def test_stream_deltas_join_to_the_json_text(client: openai.AsyncOpenAI) -
     assert all(c.usage is None for c in chunks)
 
 
-async def test_ignore_stream_answers_json_even_to_a_stream_request() -> None:
-    app = ScriptedChatApp(ignore_stream=True)
+@pytest.mark.parametrize(
+    ("answer_as", "stream", "content_type"),
+    [
+        ("json", True, "application/json"),
+        ("stream", False, "text/event-stream"),
+        ("asked", True, "text/event-stream"),
+        ("asked", False, "application/json"),
+    ],
+)
+async def test_answer_as_overrides_what_the_request_asked_for(
+    answer_as: str, stream: bool, content_type: str
+) -> None:
+    app = ScriptedChatApp(answer_as=answer_as)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://upstream"
     ) as http:
-        body = {"model": "m", "messages": [user("hi")], "stream": True}
+        body = {"model": "m", "messages": [user("hi")], "stream": stream}
         reply = await http.post("/v1/chat/completions", json=body)
-    assert reply.headers["content-type"].startswith("application/json")
-    assert reply.json()["choices"][0]["message"]["content"] == "[1 messages] hi"
+    assert reply.headers["content-type"].startswith(content_type)
+    if content_type == "text/event-stream":
+        assert reply.content.endswith(b"data: [DONE]\n\n")
+    else:
+        assert reply.json()["choices"][0]["message"]["content"] == "[1 messages] hi"
+
+
+def test_answer_as_takes_only_its_three_values() -> None:
+    with pytest.raises(ValueError, match="answer_as"):
+        ScriptedChatApp(answer_as="sometimes")
 
 
 async def test_stream_with_include_usage_ends_with_a_usage_only_chunk(

@@ -26,8 +26,9 @@ A call of a tool the request does not offer is a 400, so a bridge that lost a to
 loudly. ``ScriptedChatApp(thinking=True)`` behaves like a thinking model: it first streams
 (or returns) ``<reasoning_field>: "thinking about: <user text>"``, and, like DeepSeek and
 Kimi, refuses with 400 any request holding an assistant message with ``tool_calls`` but
-no non-empty ``<reasoning_field>``. ``ScriptedChatApp(ignore_stream=True)`` answers
-every request as JSON, ``stream: true`` or not, as some servers do.
+no non-empty ``<reasoning_field>``. ``ScriptedChatApp(answer_as="json")`` answers every
+request as JSON, ``stream: true`` or not, and ``answer_as="stream"`` streams every answer,
+as some servers do (the default, ``"asked"``, follows ``stream``).
 """
 
 from __future__ import annotations
@@ -286,11 +287,13 @@ class ScriptedChatApp:
         thinking: bool = False,
         reasoning_field: str = "reasoning_content",
         model: str = "scripted-chat-model",
-        ignore_stream: bool = False,
+        answer_as: str = "asked",
     ) -> None:
+        if answer_as not in ("asked", "json", "stream"):
+            raise ValueError(f"answer_as must be 'asked', 'json' or 'stream', not {answer_as!r}")
         self.route = prefix.rstrip("/") + "/chat/completions"
         self.thinking = thinking
-        self.ignore_stream = ignore_stream
+        self.answer_as = answer_as
         self.reasoning_field = reasoning_field
         self.model = model
         self.requests: list[ReceivedRequest] = []
@@ -341,7 +344,10 @@ class ScriptedChatApp:
         if self.thinking:
             _check_thinking(messages, self.reasoning_field)
         reply = _Reply(self, request.body, messages)
-        if request.body.get("stream") is not True or self.ignore_stream:
+        stream = request.body.get("stream") is True
+        if self.answer_as != "asked":
+            stream = self.answer_as == "stream"
+        if not stream:
             await send_json(send, 200, reply.completion())
             return
         options = request.body.get("stream_options")
