@@ -35,32 +35,17 @@ from typing import Any
 import msgspec
 
 from ._bridge_errors import BridgeError
-from ._bridge_reasoning import (
-    REASONING_PREFIX,
-    decode_reasoning,
-    encode_reasoning,
-    new_item_id,
-    reasoning_by_call_id,
-    reasoning_item,
-    reasoning_text,
-)
+from ._bridge_reasoning import new_item_id, reasoning_item
 
 __all__ = [
-    "REASONING_PREFIX",
     "chat_completion_to_response",
     "custom_tool_input",
     "custom_tool_names",
-    "decode_reasoning",
-    "encode_reasoning",
     "failed_response",
     "finished_response",
     "incomplete_reason",
     "map_usage",
-    "new_item_id",
     "output_items",
-    "reasoning_by_call_id",
-    "reasoning_item",
-    "reasoning_text",
     "response_skeleton",
     "tool_call_item",
 ]

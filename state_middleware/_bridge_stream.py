@@ -39,13 +39,13 @@ from typing import Any
 import msgspec
 
 from ._bridge_chunk_shape import single_text, text_hole
+from ._bridge_reasoning import new_item_id
 from ._bridge_response import (
     custom_tool_names,
     failed_response,
     finished_response,
     incomplete_reason,
     map_usage,
-    new_item_id,
 )
 from ._bridge_stream_parts import (
     ChatChoice,
@@ -96,7 +96,6 @@ class ChatStreamTranslator:
         self._finished = False
         self._usage: dict[str, Any] | None = None
         self._started = False
-        self._terminal = False
         self._delta_key: tuple[str, int, str] | None = None
         self._delta_format = b""
         # The last chunk as a frame with a hole where its text was (see ``repeat``).
@@ -114,7 +113,7 @@ class ChatStreamTranslator:
     @property
     def terminal_emitted(self) -> bool:
         """Whether the terminal event (completed, incomplete or failed) was emitted."""
-        return self._terminal
+        return self._result is not None
 
     def _event(self, payload: dict[str, Any]) -> bytes:
         payload["sequence_number"] = self._seq
@@ -133,7 +132,7 @@ class ChatStreamTranslator:
         """Translate the payload of one Chat ``data:`` field (a chunk or ``[DONE]``)."""
         out = self.start()
         self._repeat_head = b""
-        if self._terminal:
+        if self._result is not None:
             return out
         if data[:1] != b"{" and data.strip() == b"[DONE]":
             return out + self._complete()
@@ -187,7 +186,7 @@ class ChatStreamTranslator:
         """End of the upstream body: terminal event if the choice finished, else failure."""
         out = self.start()
         self._repeat_head = b""
-        if self._terminal:
+        if self._result is not None:
             return out
         if self._finished:
             return out + self._complete()
@@ -371,7 +370,6 @@ class ChatStreamTranslator:
             self._base, output=self._final_output(), usage=usage, reason=reason
         )
         kind = "response.incomplete" if reason else "response.completed"
-        self._terminal = True
         self._result = response
         return out + self._event({"type": kind, "response": response})
 
@@ -384,7 +382,6 @@ class ChatStreamTranslator:
         return self._fail(code if isinstance(code, str) and code else "server_error", message)
 
     def _fail(self, code: str, message: str) -> bytes:
-        self._terminal = True
         error = {"type": "server_error", "code": code, "message": message, "param": None}
         event = {"type": "error", "error": error, "code": code, "message": message, "param": None}
         usage = map_usage(self._usage)

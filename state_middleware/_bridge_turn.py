@@ -104,7 +104,7 @@ class ChatReplyTranslator:
         limit: int,
         *,
         direct: Callable[[], Deliver | None],
-        wants_stream: bool = False,
+        wants_stream: bool,
     ) -> None:
         self.base = base
         # The client asked for a stream: a whole JSON completion is replayed as events.
@@ -115,7 +115,6 @@ class ChatReplyTranslator:
         self.direct = direct
         self.deliver_plain = deliver
         self.limit = limit
-        self.start: Any = None
         self.status = 0
         self.stream: ChatStreamTranslator | None = None
         # a stream the client did not ask for: translated, then answered as one JSON reply
@@ -158,7 +157,6 @@ class ChatReplyTranslator:
             await self.deliver(message)
 
     async def _start(self, message: Any) -> None:
-        self.start = message
         self.status = message["status"]
         content_type = (header(message.get("headers", []), b"content-type") or b"").lower()
         if 200 <= self.status < 300 and content_type.startswith(b"text/event-stream"):
@@ -179,9 +177,7 @@ class ChatReplyTranslator:
         assert self.stream is not None
         chunk: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        frames = self.decoder.feed(chunk) if chunk else []
-        if not more:
-            frames += self.decoder.flush()
+        frames = self.decoder.frames(chunk, last=not more)
         out = [self.stream.feed(frame.data) for frame in frames if frame.data is not None]
         if not more:
             out.append(self.stream.finish())
@@ -194,10 +190,7 @@ class ChatReplyTranslator:
         more: bool = message.get("more_body", False)
         if await self._over_limit(chunk):
             return
-        frames = self.decoder.feed(chunk) if chunk else []
-        if not more:
-            frames += self.decoder.flush()
-        for frame in frames:
+        for frame in self.decoder.frames(chunk, last=not more):
             if frame.data is not None:
                 stream.feed(frame.data)
         if more:

@@ -92,6 +92,12 @@ class SSEDecoder:
         self._scan = pos - frame_start
         return frames
 
+    def frames(self, chunk: bytes, *, last: bool) -> list[SSEFrame]:
+        """The frames one body message completes; with ``last``, the end of the stream
+        too (see :meth:`flush`)."""
+        frames = self.feed(chunk) if chunk else []
+        return frames + self.flush() if last else frames
+
     def flush(self) -> list[SSEFrame]:
         """End of stream: a final frame without its blank line still counts."""
         rest, self.pending, self._scan = self.pending, b"", 0

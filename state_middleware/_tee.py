@@ -171,11 +171,8 @@ class ReplyTee:
     async def _sse_body(self, message: Any) -> None:
         chunk: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        frames = self.decoder.feed(chunk) if chunk else []
-        if not more:
-            frames += self.decoder.flush()
         out: list[bytes] = []
-        for frame in frames:
+        for frame in self.decoder.frames(chunk, last=not more):
             if self.settled or frame.data is None:
                 out.append(frame.raw)
                 continue
