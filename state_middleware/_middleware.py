@@ -12,7 +12,7 @@ from asgiref.typing import (
 )
 
 from ._asgi import route_path
-from ._bridge_turn import BridgeOptions
+from ._bridge.turn import BridgeOptions
 from ._endpoints import delete_response, get_response, list_input_items
 from ._identity import IdentityFunc, default_identity
 from ._memory import MemoryStore

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from asgiref.typing import ASGI3Application
 
-from ._bridge_turn import BridgeOptions
+from ._bridge.turn import BridgeOptions
 from ._identity import IdentityFunc
 from ._store import Store
 

@@ -20,7 +20,7 @@ from asgiref.typing import ASGISendCallable
 
 from ._accumulator import Outcome, TurnAccumulator
 from ._asgi import header, send_json, with_headers
-from ._bridge_reasoning import reasoning_by_call_id
+from ._bridge.reasoning import reasoning_by_call_id
 from ._errors import ApiError, error_body, store_unavailable
 from ._record import TurnRecord
 from ._sse import SSEDecoder, format_frame, replace_data

@@ -25,9 +25,9 @@ from ._asgi import (
     send_json,
     with_headers,
 )
-from ._bridge_errors import BridgeError
-from ._bridge_response import response_skeleton
-from ._bridge_turn import (
+from ._bridge.errors import BridgeError
+from ._bridge.response import response_skeleton
+from ._bridge.turn import (
     BridgeOptions,
     ChatReplyTranslator,
     call_ids,

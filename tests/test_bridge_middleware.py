@@ -19,9 +19,9 @@ import openai
 import pytest
 
 from state_middleware import MemoryStore, ResponsesStateMiddleware, Store
-from state_middleware._bridge_messages import NO_CALL_FOR_OUTPUT, NO_OUTPUT_FOR_CALL
-from state_middleware._bridge_reasoning import REASONING_PREFIX
-from state_middleware._bridge_stream import STREAM_CUT_MESSAGE
+from state_middleware._bridge.messages import NO_CALL_FOR_OUTPUT, NO_OUTPUT_FOR_CALL
+from state_middleware._bridge.reasoning import REASONING_PREFIX
+from state_middleware._bridge.stream import STREAM_CUT_MESSAGE
 from state_middleware.testing import ScriptedChatApp
 from state_middleware.testing._chat_app import (
     MID_STREAM_ERROR_MESSAGE,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from state_middleware._bridge_stream import ChatStreamTranslator
+from state_middleware._bridge.stream import ChatStreamTranslator
 from tests.test_bridge_stream import base, chunk, events, normalized, terminal, usage_chunk
 
 

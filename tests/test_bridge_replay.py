@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from state_middleware._bridge_replay import replay_events
-from state_middleware._bridge_response import chat_completion_to_response, response_skeleton
-from state_middleware._bridge_stream import ChatStreamTranslator
+from state_middleware._bridge.replay import replay_events
+from state_middleware._bridge.response import chat_completion_to_response, response_skeleton
+from state_middleware._bridge.stream import ChatStreamTranslator
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
 PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files."}

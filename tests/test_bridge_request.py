@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from state_middleware._bridge_errors import BridgeError
-from state_middleware._bridge_reasoning import encode_reasoning
-from state_middleware._bridge_request import build_chat_request, custom_tool_parameters
+from state_middleware._bridge.errors import BridgeError
+from state_middleware._bridge.reasoning import encode_reasoning
+from state_middleware._bridge.request import build_chat_request, custom_tool_parameters
 
 CODEX_PATCH_TOOL = {
     "type": "custom",

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from openai.types.responses import Response
 
-from state_middleware._bridge_errors import BridgeError, chat_error_to_response_error
-from state_middleware._bridge_reasoning import (
+from state_middleware._bridge.errors import BridgeError, chat_error_to_response_error
+from state_middleware._bridge.reasoning import (
     REASONING_PREFIX,
     decode_reasoning,
     encode_reasoning,
@@ -18,8 +18,8 @@ from state_middleware._bridge_reasoning import (
     reasoning_item,
     reasoning_text,
 )
-from state_middleware._bridge_request import build_chat_request
-from state_middleware._bridge_response import (
+from state_middleware._bridge.request import build_chat_request
+from state_middleware._bridge.response import (
     chat_completion_to_response,
     custom_tool_input,
     map_usage,

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from state_middleware import MemoryStore, ResponsesStateMiddleware
-from state_middleware._bridge_reasoning import decode_reasoning
+from state_middleware._bridge.reasoning import decode_reasoning
 from state_middleware.testing import ScriptedChatApp
 
 from ._servers import serve

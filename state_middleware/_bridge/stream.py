@@ -38,16 +38,17 @@ from typing import Any
 
 import msgspec
 
-from ._bridge_chunk_shape import single_text, text_hole
-from ._bridge_reasoning import new_item_id
-from ._bridge_response import (
+from .._sse import format_frame
+from .chunk_shape import single_text, text_hole
+from .reasoning import new_item_id
+from .response import (
     custom_tool_names,
     failed_response,
     finished_response,
     incomplete_reason,
     map_usage,
 )
-from ._bridge_stream_parts import (
+from .stream_parts import (
     ChatChoice,
     StreamedItem,
     ToolCallDelta,
@@ -55,7 +56,6 @@ from ._bridge_stream_parts import (
     decode_chunk,
     delta_format,
 )
-from ._sse import format_frame
 
 __all__ = ["STREAM_CUT_MESSAGE", "ChatStreamTranslator"]
 

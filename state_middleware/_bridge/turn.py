@@ -15,15 +15,15 @@ from typing import Any
 
 import msgspec
 
-from ._asgi import header, with_headers
-from ._bridge_errors import BridgeError, chat_error_to_response_error
-from ._bridge_replay import replay_events
-from ._bridge_request import build_chat_request
-from ._bridge_response import chat_completion_to_response
-from ._bridge_stream import ChatStreamTranslator
-from ._record import TurnRecord, chain_input
-from ._request import TurnRequest
-from ._sse import SSEDecoder
+from .._asgi import header, with_headers
+from .._record import TurnRecord, chain_input
+from .._request import TurnRequest
+from .._sse import SSEDecoder
+from .errors import BridgeError, chat_error_to_response_error
+from .replay import replay_events
+from .request import build_chat_request
+from .response import chat_completion_to_response
+from .stream import ChatStreamTranslator
 
 __all__ = ["BridgeOptions", "ChatReplyTranslator", "call_ids", "chat_request_body"]
 

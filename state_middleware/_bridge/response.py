@@ -8,7 +8,7 @@ streaming translator uses the same helpers, so both paths give identical objects
 Mapping rules for one Chat choice (only ``choices[0]`` is used):
 
 * ``message.reasoning_content`` or ``message.reasoning`` -> a ``reasoning`` item first
-  (see :mod:`._bridge_reasoning`).
+  (see :mod:`.reasoning`).
 * ``content`` -> a ``message`` item (``msg_`` id) with one ``output_text`` part
   (``annotations``: the Chat ``url_citation`` annotations flattened; ``logprobs: []``);
   ``refusal`` -> a ``refusal`` part of the same message.
@@ -34,8 +34,8 @@ from typing import Any
 
 import msgspec
 
-from ._bridge_errors import BridgeError
-from ._bridge_reasoning import new_item_id, reasoning_item
+from .errors import BridgeError
+from .reasoning import new_item_id, reasoning_item
 
 __all__ = [
     "chat_completion_to_response",

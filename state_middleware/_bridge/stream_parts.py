@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from ._bridge_reasoning import reasoning_item
-from ._bridge_response import tool_call_item
+from .reasoning import reasoning_item
+from .response import tool_call_item
 
 __all__ = [
     "ChatChoice",

@@ -2,8 +2,8 @@
 
 Some chat servers ignore ``stream: true`` and answer with one whole ``chat.completion``.
 A client that asked the bridge for a stream must still get one: the completion is
-translated as usual (:func:`~._bridge_response.chat_completion_to_response`), then
-replayed here as the events :mod:`._bridge_stream` sends for a live stream, in the same
+translated as usual (:func:`~.response.chat_completion_to_response`), then
+replayed here as the events :mod:`.stream` sends for a live stream, in the same
 order and shapes, each text in a single delta. Pure: bytes in, bytes out.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from ._bridge_stream_parts import content_part
-from ._sse import format_frame
+from .._sse import format_frame
+from .stream_parts import content_part
 
 __all__ = ["replay_events"]
 

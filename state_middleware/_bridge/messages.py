@@ -38,8 +38,8 @@ from typing import Any
 
 import msgspec
 
-from ._bridge_errors import BridgeError
-from ._bridge_reasoning import reasoning_text
+from .errors import BridgeError
+from .reasoning import reasoning_text
 
 __all__ = ["build_messages", "check_tool_pairing", "is_hosted_item_type"]
 

@@ -7,7 +7,7 @@ dict; the caller's dict is never changed. Field by field:
 * ``model``, ``temperature``, ``top_p``, ``metadata``, ``user``, ``safety_identifier``,
   ``prompt_cache_key``, ``seed``, ``stop``: copied when not null; ``parallel_tool_calls``
   copied when there are tools.
-* ``instructions`` + ``input`` -> ``messages`` (see :mod:`._bridge_messages`).
+* ``instructions`` + ``input`` -> ``messages`` (see :mod:`.messages`).
 * ``tools``: flat ``function`` tools -> the nested ``{"type": "function", "function":
   {name, description, parameters, strict}}``; ``custom`` tools (Codex's ``apply_patch``)
   -> a function taking one string argument ``input``, whose description carries the
@@ -47,8 +47,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._bridge_errors import BridgeError
-from ._bridge_messages import build_messages
+from .errors import BridgeError
+from .messages import build_messages
 
 __all__ = [
     "MAX_TOKENS_FIELDS",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ._bridge_stream_parts import ChatChunk, decode_chunk
+from .stream_parts import ChatChunk, decode_chunk
 
 __all__ = ["single_text", "text_hole"]
 
