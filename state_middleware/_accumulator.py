@@ -4,7 +4,12 @@ Pure and IO-free. Streams are fed one SSE ``data`` payload at a time: only the e
 that carry a response object are decoded in full (to set ``id``,
 ``previous_response_id`` and ``store``); ``response.output_item.done`` items are kept as
 raw bytes in case the terminal event comes without its output; every other event is
-looked at only for its ``type``.
+looked at only for its ``type``. :data:`PASSIVE_EVENTS` names the events this module
+needs nothing from, so a caller may forward them without feeding them here.
+
+Every array this module hands a store is in one canonical encoding (msgspec's compact
+JSON, whatever the upstream's spelling: whitespace, escapes), so stored arrays splice
+together by bytes into valid JSON.
 """
 
 from __future__ import annotations
@@ -17,11 +22,32 @@ import msgspec
 
 from ._record import TurnRecord
 
-__all__ = ["Outcome", "TurnAccumulator"]
+__all__ = ["PASSIVE_EVENTS", "Failure", "Outcome", "TurnAccumulator", "canonical_array"]
 
 TERMINAL_OK = frozenset({"response.completed", "response.incomplete"})
-TERMINAL_FAILED = frozenset({"response.failed", "error"})
 STORABLE_STATUS = frozenset({"completed", "incomplete"})
+
+#: stream events that carry no response object, no error and no finished item:
+#: :meth:`TurnAccumulator.event` ignores them, so they need not be fed to it
+PASSIVE_EVENTS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.refusal.delta",
+        "response.custom_tool_call_input.delta",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.output_text.done",
+        "response.output_item.added",
+        "response.function_call_arguments.done",
+        "response.reasoning_text.done",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_part.done",
+        "response.reasoning_summary_text.done",
+    }
+)
 
 
 class Outcome(enum.Enum):
@@ -29,6 +55,7 @@ class Outcome(enum.Enum):
 
     PASS = "pass"  # forward, nothing to decide
     DONE = "done"  # a terminal success: store, then forward
+    ERROR = "error"  # an ``error`` event: the turn will not be stored; more may follow
     FAILED = "failed"  # a terminal failure: forward, never store
 
 
@@ -40,7 +67,27 @@ class _EventView(msgspec.Struct):
     sequence_number: int = -1
 
 
+class _ErrorView(msgspec.Struct):
+    message: str | None = None
+    code: str | int | None = None
+
+
+class _ErrorEventView(msgspec.Struct):
+    """An ``error`` event: the fields at the top level, or nested under ``error``."""
+
+    message: str | None = None
+    code: str | int | None = None
+    error: _ErrorView | None = None
+
+
+class _FailedView(msgspec.Struct):
+    error: _ErrorView | None = None
+
+
 _view_decoder = msgspec.json.Decoder(_EventView)
+_error_decoder = msgspec.json.Decoder(_ErrorEventView)
+_failed_decoder = msgspec.json.Decoder(_FailedView)
+_any_decoder = msgspec.json.Decoder()
 #: one level deep: keys decoded, values kept as their raw JSON bytes
 _shallow = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encoder = msgspec.json.Encoder()
@@ -62,12 +109,17 @@ def _string(value: msgspec.Raw | None) -> str | None:
     return decoded if isinstance(decoded, str) else None
 
 
-def _compact(array: bytes) -> bytes:
-    """The array as compact JSON: stored arrays are spliced together by bytes, so
-    they must not carry whitespace from an upstream that pretty-prints."""
-    if b"\n" in array or b", " in array or b": " in array:
-        return _encoder.encode(msgspec.json.decode(array))
-    return array
+def canonical_array(array: bytes) -> bytes:
+    """A JSON array in the one encoding stores keep (compact, as msgspec writes it).
+    Raises ``msgspec.DecodeError`` for bytes that are not JSON."""
+    return _encoder.encode(_any_decoder.decode(array))
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """What an upstream said when its stream failed."""
+
+    message: str
+    code: str | None
 
 
 class TurnAccumulator:
@@ -78,6 +130,7 @@ class TurnAccumulator:
         "_final",
         "_stamp",
         "created_at",
+        "failure",
         "input_items",
         "last_sequence",
         "parent_id",
@@ -106,6 +159,8 @@ class TurnAccumulator:
             msgspec.Raw(b"true" if store else b"false"),
         )
         self.last_sequence = -1
+        #: set by an ``error`` or ``response.failed`` event: the turn is not stored
+        self.failure: Failure | None = None
 
     # -- response objects -------------------------------------------------------
     def stamp(self, response: dict[str, msgspec.Raw]) -> dict[str, msgspec.Raw]:
@@ -145,17 +200,26 @@ class TurnAccumulator:
         if kind == "response.output_item.done" and view.output_index >= 0:
             self._done_items[view.output_index] = bytes(view.item)
             return None, Outcome.PASS
+        if kind == "error":
+            self.failure = _error_event_failure(data)
+            return None, Outcome.ERROR
         if not view.response or bytes(view.response)[:1] != b"{":
-            return None, (Outcome.FAILED if kind in TERMINAL_FAILED else Outcome.PASS)
+            if kind == "response.failed":
+                self.failure = self.failure or Failure(_UPSTREAM_FAILED, None)
+                return None, Outcome.FAILED
+            return None, Outcome.PASS
         event = _shallow.decode(data)
         response = self.stamp(_shallow.decode(view.response))
         event["response"] = msgspec.Raw(_encoder.encode(response))
         rewritten = _encoder.encode(event)
+        if kind == "response.failed":
+            self.failure = self.failure or _failed_response_failure(view.response)
+            return rewritten, Outcome.FAILED
         if kind in TERMINAL_OK:
+            if self.failure is not None:  # an error came first: nothing to keep
+                return rewritten, Outcome.FAILED
             self._final = self._completed(response, kind)
             return rewritten, Outcome.DONE
-        if kind in TERMINAL_FAILED:
-            return rewritten, Outcome.FAILED
         return rewritten, Outcome.PASS
 
     def _completed(self, response: dict[str, msgspec.Raw], kind: str) -> dict[str, msgspec.Raw]:
@@ -172,15 +236,8 @@ class TurnAccumulator:
     # -- the stored turn ----------------------------------------------------------
     def record(self) -> TurnRecord:
         """The turn to store; call only after a terminal success."""
-        if self._final is None:
-            raise RuntimeError("no terminal response to store")
-        response = dict(self._final)
-        output = bytes(response.pop("output", b""))
-        if output in (b"", b"null", b"[]") and self._done_items:
-            # Terminal events may omit the output; rebuild it from the done items.
-            output = b"[" + b",".join(self._done_items[i] for i in sorted(self._done_items)) + b"]"
-        elif output in (b"", b"null"):
-            output = b"[]"
+        response = self._final_response()
+        output = bytes(response.pop("output"))
         created = response.get("created_at")
         try:
             created_at = int(msgspec.json.decode(created)) if created else self.created_at
@@ -191,9 +248,28 @@ class TurnAccumulator:
             parent_id=self.parent_id,
             created_at=created_at,
             input_items=self.input_items,
-            output_items=_compact(output),
-            response=_encoder.encode(response),
+            output_items=output,
+            response=_encoder.encode(_any_decoder.decode(_encoder.encode(response))),
         )
+
+    def response_body(self) -> bytes:
+        """The whole stamped response object (``output`` included) of a finished
+        stream, as a JSON reply; call only after a terminal success."""
+        return _encoder.encode(self._final_response())
+
+    def _final_response(self) -> dict[str, msgspec.Raw]:
+        """The terminal response object with a canonical ``output``, rebuilt from the
+        finished items when the terminal event left it out."""
+        if self._final is None:
+            raise RuntimeError("no terminal response")
+        response = dict(self._final)
+        # Valid JSON by construction: decoded once already, here or by the event view.
+        output = _any_decoder.decode(bytes(response.get("output", b"null")))
+        if not isinstance(output, list) or not output:
+            items = [self._done_items[i] for i in sorted(self._done_items)]
+            output = _any_decoder.decode(b"[" + b",".join(items) + b"]")
+        response["output"] = msgspec.Raw(_encoder.encode(output))
+        return response
 
     def failed_event(self, sequence_number: int, code: str, message: str) -> list[bytes]:
         """Payloads announcing that the turn could not be kept (``error`` then
@@ -216,3 +292,30 @@ class TurnAccumulator:
             "response": response,
         }
         return [_encoder.encode(error), _encoder.encode(failed)]
+
+
+_UPSTREAM_FAILED = "The upstream response failed."
+
+
+def _text(value: str | int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _error_event_failure(data: bytes) -> Failure:
+    try:
+        view = _error_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return Failure(_UPSTREAM_FAILED, None)
+    nested = view.error or _ErrorView()
+    message = nested.message or view.message or _UPSTREAM_FAILED
+    return Failure(message, _text(nested.code if nested.code is not None else view.code))
+
+
+def _failed_response_failure(response: msgspec.Raw) -> Failure:
+    try:
+        error = _failed_decoder.decode(response).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        error = None
+    if error is None:
+        return Failure(_UPSTREAM_FAILED, None)
+    return Failure(error.message or _UPSTREAM_FAILED, _text(error.code))

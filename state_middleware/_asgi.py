@@ -17,6 +17,7 @@ __all__ = [
     "route_path",
     "send_api_error",
     "send_json",
+    "with_content_length",
     "with_headers",
 ]
 
@@ -24,7 +25,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
+    """The client went away (``http.disconnect``, or a ``send`` that failed)."""
 
 
 class BodyTooLarge(Exception):
@@ -51,6 +52,14 @@ def with_headers(
     kept = [(k, v) for k, v in headers if k.lower() not in dropped]
     kept.extend(add)
     return kept
+
+
+def with_content_length(headers: Iterable[tuple[bytes, bytes]], length: int) -> Headers:
+    """The headers of a body rewritten to ``length`` bytes: any old ``content-length``
+    or ``transfer-encoding`` replaced by the exact length."""
+    return with_headers(
+        headers, (b"content-length", b"transfer-encoding"), [(b"content-length", b"%d" % length)]
+    )
 
 
 def route_path(scope: Any) -> str:
@@ -92,7 +101,7 @@ async def send_json(
 ) -> None:
     headers = [
         (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
+        (b"content-length", b"%d" % len(body)),
         *extra_headers,
     ]
     await send(

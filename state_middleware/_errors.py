@@ -5,13 +5,12 @@ Message texts that tests and clients match on are module constants.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgspec
 
 __all__ = [
     "ApiError",
     "error_body",
+    "error_type_for_status",
     "previous_not_found",
     "response_not_found",
 ]
@@ -22,18 +21,49 @@ RESPONSE_NOT_FOUND = "Response with id '{}' not found."
 _encoder = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True)
-class ApiError(Exception):
-    """An error the middleware answers itself, before or instead of the app."""
+def error_type_for_status(status: int) -> str:
+    """The conventional OpenAI error ``type`` for an HTTP status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
 
-    status: int
-    message: str
-    type: str = "invalid_request_error"
-    param: str | None = None
-    code: str | None = None
+
+class ApiError(Exception):
+    """An error the middleware answers itself, before or instead of the app: an HTTP
+    status and the four fields of an OpenAI error object. ``type`` defaults to the
+    conventional one for the status. A plain exception class, so ``add_note``,
+    tracebacks and context managers work as for any other."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type if type is not None else error_type_for_status(status)
+        self.param = param
+        self.code = code
 
     def body(self) -> bytes:
+        """``{"error": {message, type, param, code}}`` as compact JSON."""
         return error_body(self.message, self.type, self.param, self.code)
+
+    def __repr__(self) -> str:
+        return (
+            f"ApiError({self.status}, {self.message!r}, param={self.param!r}, code={self.code!r})"
+        )
 
 
 def error_body(message: str, type: str, param: str | None, code: str | None) -> bytes:

@@ -13,12 +13,14 @@ from asgiref.typing import (
 
 from ._asgi import route_path
 from ._bridge.turn import BridgeOptions
+from ._bridge.upstream import ChatUpstream
 from ._endpoints import delete_response, get_response, list_input_items
+from ._http_turn import serve_turn
 from ._identity import IdentityFunc, default_identity
 from ._memory import MemoryStore
 from ._settings import Settings
 from ._store import Store
-from ._turn import TurnResponder
+from ._upstream import ResponsesUpstream, Upstream
 
 __all__ = ["ResponsesStateMiddleware"]
 
@@ -60,16 +62,23 @@ class ResponsesStateMiddleware:
             raise ValueError("pending_timeout must not be negative")
         if upstream_api not in ("responses", "chat"):
             raise ValueError("upstream_api must be 'responses' or 'chat'")
-        bridge = (
-            BridgeOptions(
+        upstream: Upstream
+        if upstream_api == "chat":
+            options = BridgeOptions(
                 system_role=system_role,
                 reasoning_field=reasoning_field,
                 max_tokens_field=max_tokens_field,
                 unsupported_tools=unsupported_tools,
             )
-            if upstream_api == "chat"
-            else None
-        )
+            upstream = ChatUpstream(options, prefix)
+        else:
+            _reject_bridge_options(
+                system_role=system_role,
+                reasoning_field=reasoning_field,
+                max_tokens_field=max_tokens_field,
+                unsupported_tools=unsupported_tools,
+            )
+            upstream = ResponsesUpstream()
         self.app = app
         self.settings = Settings(
             app=app,
@@ -78,7 +87,7 @@ class ResponsesStateMiddleware:
             prefix=prefix,
             max_body_bytes=max_body_bytes,
             pending_timeout=pending_timeout,
-            bridge=bridge,
+            upstream=upstream,
         )
         self._collection = prefix + "/responses"
         self._item_prefix = self._collection + "/"
@@ -96,7 +105,7 @@ class ResponsesStateMiddleware:
         path = route_path(scope)
         method = scope["method"]
         if path == self._collection and method == "POST":
-            await TurnResponder(self.settings, scope, receive, send)()
+            await serve_turn(self.settings, scope, receive, send)
             return
         if path.startswith(self._item_prefix) and await self._stored(scope, path, send):
             return
@@ -120,3 +129,12 @@ class ResponsesStateMiddleware:
             await list_input_items(send, store, owner, rest[0], query)
             return True
         return False
+
+
+def _reject_bridge_options(**given: str) -> None:
+    """Bridge options mean nothing to an app that speaks Responses: setting one is a
+    mistake worth knowing about at start-up."""
+    defaults = BridgeOptions()
+    changed = sorted(name for name, value in given.items() if value != getattr(defaults, name))
+    if changed:
+        raise ValueError(f"{', '.join(changed)} only apply with upstream_api='chat'")

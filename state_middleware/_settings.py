@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from asgiref.typing import ASGI3Application
 
-from ._bridge.turn import BridgeOptions
 from ._identity import IdentityFunc
 from ._store import Store
+from ._upstream import Upstream
 
 __all__ = ["Settings"]
 
@@ -21,5 +21,5 @@ class Settings:
     prefix: str
     max_body_bytes: int
     pending_timeout: float
-    #: set when the app speaks only Chat Completions
-    bridge: BridgeOptions | None = None
+    #: how turns call the app (Responses itself, or the chat bridge)
+    upstream: Upstream

@@ -6,6 +6,13 @@ carrying a response object are rewritten to stamp our id), and the turn is store
 before the frame of its terminal event is sent. A non-stream JSON reply is one object:
 it is held (bounded), stamped, stored, then sent with a correct Content-Length. Other
 replies (non-2xx, compressed, other types) pass through untouched and are not stored.
+
+A stream the client did not ask for (some servers stream whenever ``stream`` is absent)
+is read whole (bounded), accumulated like any stream, stored, and answered as the one
+JSON response object the client expects; a stream that fails or is cut is a 502
+carrying the upstream's message, and nothing is stored.
+
+The tee keeps nothing itself: ``commit`` (the turn's) stores the accumulated turn.
 """
 
 from __future__ import annotations
@@ -15,64 +22,31 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from asgiref.typing import ASGISendCallable
 
-from ._accumulator import Outcome, TurnAccumulator
-from ._asgi import header, send_json, with_headers
-from ._bridge.reasoning import reasoning_by_call_id
-from ._errors import ApiError, error_body, store_unavailable
-from ._record import TurnRecord
+from ._accumulator import PASSIVE_EVENTS, Outcome, TurnAccumulator
+from ._asgi import header, send_json, with_content_length, with_headers
+from ._errors import ApiError, error_body
 from ._sse import SSEDecoder, format_frame, replace_data
-from ._store import Store, StoreError
+from ._store import StoreError
 
-__all__ = ["ReplyTee", "end_pending", "store_error"]
+__all__ = ["STREAM_CUT_MESSAGE", "ReplyTee"]
 
 logger = logging.getLogger("state_middleware")
 
-_BODY_HEADERS = (b"content-length", b"transfer-encoding")
-_items_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+STREAM_CUT_MESSAGE = "The upstream response stream ended before it was complete."
+STREAM_TOO_LARGE_MESSAGE = "The upstream response stream is too large to answer as JSON."
 
-
-#: events that carry no response object, no error and no finished item
-_PLAIN_EVENTS = tuple(
-    b"event: response." + name + b"\n"
-    for name in (
-        b"output_text.delta",
-        b"function_call_arguments.delta",
-        b"reasoning_text.delta",
-        b"reasoning_summary_text.delta",
-        b"refusal.delta",
-        b"custom_tool_call_input.delta",
-        b"content_part.added",
-        b"content_part.done",
-        b"output_text.done",
-        b"output_item.added",
-        b"function_call_arguments.done",
-        b"reasoning_text.done",
-        b"reasoning_summary_part.added",
-        b"reasoning_summary_part.done",
-        b"reasoning_summary_text.done",
-    )
-)
+#: the frames of events the turn needs nothing from start with one of these
+_PASSIVE_FRAMES = tuple(b"event: " + name.encode() + b"\n" for name in sorted(PASSIVE_EVENTS))
 
 
 class _Mode(enum.Enum):
     PASS = "pass"  # forwarded untouched; nothing stored
     SSE = "sse"  # teed frame by frame
     JSON = "json"  # one response object, stamped then forwarded
-
-
-def store_error(exc: StoreError) -> ApiError:
-    return store_unavailable(exc.code)
-
-
-async def end_pending(store: Store, owner: str, response_id: str) -> None:
-    """Clear a turn's pending mark; a failure is only logged (the mark expires)."""
-    try:
-        await store.end(owner, response_id)
-    except StoreError as exc:
-        logger.warning("store failed ending %s: %s", response_id, exc)
+    COLLECT = "collect"  # a stream nobody asked for, answered as one JSON object
+    DROP = "drop"  # the rest of a reply already answered
 
 
 class ReplyTee:
@@ -82,22 +56,19 @@ class ReplyTee:
         self,
         *,
         send: ASGISendCallable,
-        store: Store,
-        owner: str,
         turn: TurnAccumulator,
+        commit: Callable[[], Awaitable[None]],
         max_body_bytes: int,
-        index_reasoning: bool,
+        wants_stream: bool,
         watch_client: Callable[[], object] | None = None,
     ) -> None:
         self.send = send
-        self.store = store
-        self.owner = owner
         self.turn = turn
+        self.commit = commit  # stores the turn; raises ``StoreError``
         self.max_body_bytes = max_body_bytes
-        self.index_reasoning = index_reasoning
+        self.wants_stream = wants_stream
         self.watch_client = watch_client  # starts watching for a disconnect
         self.client_gone = False
-        self.pending_ended = False  # the pending mark was cleared once the turn was stored
         self.mode = _Mode.PASS
         self.settled = False  # a terminal event went by
         self.held_start: Any = None
@@ -121,7 +92,7 @@ class ReplyTee:
             # handed to the server's own ``send`` with no coroutine of ours around it
             # (a client leaving is noticed by the watch on ``receive``).
             if self.settled or (
-                body.startswith(_PLAIN_EVENTS)
+                body.startswith(_PASSIVE_FRAMES)
                 and body.find(b"\n", body.find(b"\n") + 1) == len(body) - 2
                 and body.endswith(b"\n\n")
                 and not self.decoder.pending
@@ -147,6 +118,10 @@ class ReplyTee:
             await self._sse_body(message)
         elif kind == "http.response.body" and self.mode is _Mode.JSON:
             await self._json_body(message)
+        elif kind == "http.response.body" and self.mode is _Mode.COLLECT:
+            await self._collect_body(message)
+        elif self.mode is _Mode.DROP:
+            return
         else:
             await self._forward(message)
 
@@ -157,6 +132,10 @@ class ReplyTee:
         encoding = header(headers, b"content-encoding")
         if not 200 <= status < 300 or (encoding and encoding.lower() != b"identity"):
             self.mode = _Mode.PASS
+        elif content_type.startswith(b"text/event-stream") and not self.wants_stream:
+            self.mode = _Mode.COLLECT
+            self.held_start = message
+            return
         elif content_type.startswith(b"text/event-stream"):
             self.mode = _Mode.SSE
             if self.watch_client is not None:
@@ -206,33 +185,8 @@ class ReplyTee:
         return raw
 
     async def _commit(self) -> None:
-        if not self.turn.store or self.client_gone:
-            return
-        record = self.turn.record()
-        try:
-            await self.store.put(self.owner, record)
-        except StoreError as exc:
-            logger.error("response %s was not stored: %s", record.id, exc)
-            raise
-        if self.mode is _Mode.SSE:  # followers waiting on the stream may go now
-            self.pending_ended = True
-            await end_pending(self.store, self.owner, record.id)
-        logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
-        if self.index_reasoning:
-            await self._remember_reasoning(record)
-
-    async def _remember_reasoning(self, record: TurnRecord) -> None:
-        """Keep the reasoning of the turn's tool calls, by call id, for clients that
-        later resend the history without the reasoning items."""
-        found = reasoning_by_call_id(_items_decoder.decode(record.output_items))
-        if not found:
-            return
-        try:
-            await self.store.remember(
-                self.owner, {key: text.encode() for key, text in found.items()}
-            )
-        except StoreError as exc:  # the turn is stored; only the index is missing
-            logger.warning("reasoning of response %s was not indexed: %s", record.id, exc)
+        if not self.client_gone:
+            await self.commit()
 
     async def _json_body(self, message: Any) -> None:
         chunk: bytes = message.get("body", b"")
@@ -255,11 +209,7 @@ class ReplyTee:
             except StoreError as exc:
                 await send_json(self.send, 503, _store_failure_body(exc))
                 return
-        headers = with_headers(
-            self.held_start.get("headers", []),
-            _BODY_HEADERS,
-            [(b"content-length", str(len(new_body)).encode())],
-        )
+        headers = with_content_length(self.held_start.get("headers", []), len(new_body))
         await self._forward({**self.held_start, "headers": headers})
         await self._forward({"type": "http.response.body", "body": new_body, "more_body": False})
 
@@ -270,6 +220,39 @@ class ReplyTee:
         body = b"".join(self.held_body)
         self.held_body = []
         await self._forward({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def _collect_body(self, message: Any) -> None:
+        """A stream the client did not ask for: accumulated whole, then answered as one
+        JSON response (stored first), or a 502 with the upstream's message."""
+        chunk: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        self.held_size += len(chunk)
+        if self.held_size > self.max_body_bytes:
+            self.mode = _Mode.DROP
+            await self._answer(ApiError(502, STREAM_TOO_LARGE_MESSAGE).body(), 502)
+            return
+        for frame in self.decoder.frames(chunk, last=not more):
+            if frame.data is not None and not self.settled:
+                outcome = self.turn.event(frame.data)[1]
+                self.settled = outcome in (Outcome.DONE, Outcome.FAILED)
+        if more:
+            return
+        failure = self.turn.failure
+        if self.settled and failure is None:
+            try:
+                await self._commit()
+            except StoreError as exc:
+                await self._answer(_store_failure_body(exc), 503)
+                return
+            await self._answer(self.turn.response_body(), 200)
+            return
+        message_text = failure.message if failure is not None else STREAM_CUT_MESSAGE
+        code = failure.code if failure is not None else None
+        await self._answer(ApiError(502, message_text, code=code).body(), 502)
+
+    async def _answer(self, body: bytes, status: int) -> None:
+        """One whole JSON reply in place of the stream the app sent."""
+        await send_json(self._forward, status, body)
 
 
 def _not_stored_message(exc: StoreError) -> str:

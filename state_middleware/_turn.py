@@ -1,10 +1,18 @@
-"""One ``POST {prefix}/responses`` request: replay the chain, call the app, keep the turn.
+"""One turn, whoever asked for it: load the context, call the app, tee the reply to a
+sink, store the result.
 
-The responder reads the body (bounded, disconnect-aware), loads the stored chain, hands
-the app a rewritten request (its body replayed once, then ``receive`` delegated), and
-gives the app a ``ReplyTee`` as ``send``. With the chat bridge the request is
-translated first and the reply goes through a ``ChatReplyTranslator`` on its way to the
-tee, so storage works the same either way.
+A :class:`Turn` is built by a front door (today the HTTP ``POST {prefix}/responses``
+of :mod:`._http_turn`) from a parsed request, the caller's identity and the HTTP scope
+the app is called with. :meth:`Turn.run` takes the two ends a front door owns:
+
+- ``sink``, an ASGI ``send`` that receives the reply (the client's own ``send`` for
+  HTTP; a recorder or a WebSocket for the front doors to come), and
+- ``receive``, the caller's messages after the request body: ``http.disconnect``
+  when the caller is gone, which stops the app and keeps the turn from being stored.
+
+Everything between is the same for every front door: the pending mark
+(:mod:`._pending`), the app call through an :class:`~._upstream.Upstream`, the
+accumulation and stamping (:mod:`._accumulator`), the tee (:mod:`._tee`) and the store.
 """
 
 from __future__ import annotations
@@ -13,231 +21,163 @@ import asyncio
 import logging
 from typing import Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
 from ._accumulator import TurnAccumulator
-from ._asgi import (
-    BodyTooLarge,
-    ClientGone,
-    header,
-    read_body,
-    send_api_error,
-    send_json,
-    with_headers,
-)
-from ._bridge.errors import BridgeError
-from ._bridge.response import response_skeleton
-from ._bridge.turn import (
-    BridgeOptions,
-    ChatReplyTranslator,
-    call_ids,
-    chat_request_body,
-    expanded_input,
-)
-from ._errors import ApiError, previous_not_found
+from ._asgi import send_api_error, with_content_length
+from ._errors import ApiError, previous_not_found, store_unavailable
 from ._ids import new_response_id
+from ._pending import PendingMark
 from ._record import TurnRecord
-from ._request import TurnRequest, parse_turn_request, upstream_body
+from ._request import TurnRequest
 from ._settings import Settings
 from ._store import StoreError
-from ._tee import ReplyTee, end_pending, store_error
+from ._tee import ReplyTee
+from ._upstream import TurnContext
 
-__all__ = ["TurnResponder"]
+__all__ = ["Turn"]
 
 logger = logging.getLogger("state_middleware")
 
-_BODY_HEADERS = (b"content-length", b"transfer-encoding")
 
+class Turn:
+    """All state of one turn."""
 
-class TurnResponder:
-    """All state of one turn request; built per request by the middleware."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        scope: HTTPScope,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-    ) -> None:
+    def __init__(self, settings: Settings, scope: Any, owner: str, request: TurnRequest) -> None:
         self.settings = settings
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.owner = ""
-        self.body = b""
-        self.body_sent = False
-        self.after_body: asyncio.Future[Any] | None = None
-        self.request: TurnRequest | None = None
-        self.tee: ReplyTee | None = None
-
-    async def __call__(self) -> None:
-        settings = self.settings
-        try:
-            raw = await read_body(self.receive, settings.max_body_bytes, self._declared_length())
-        except ClientGone:
-            return
-        except BodyTooLarge as exc:
-            await send_api_error(
-                self.send,
-                ApiError(
-                    413,
-                    f"Request body too large: the limit is {exc.limit} bytes.",
-                    code="request_too_large",
-                ),
-            )
-            return
-        try:
-            request = parse_turn_request(raw)
-            self.owner = settings.identity(self.scope) or ""
-            chain = await self._load_chain(request)
-        except ApiError as exc:
-            await send_api_error(self.send, exc)
-            return
+        self.scope = scope  # the HTTP scope the app is called with
+        self.owner = owner
         self.request = request
-        if settings.bridge is not None:
-            await self._run_bridge(request, chain, settings.bridge)
-            return
-        self.body = upstream_body(request, chain)
-        if not request.store and request.previous_response_id is None:
-            # Nothing to replay, nothing to keep: the app answers as if we were absent.
-            await self._call_app(self._upstream_scope(), self.send)
-            return
-        tee = self._begin_turn(request)
-        await self._run_app(self._upstream_scope(), tee)
+        self.response_id = new_response_id()
+        self.tee: ReplyTee | None = None
+        self.context: TurnContext | None = None
+        self.mark = PendingMark(
+            settings.store,
+            owner,
+            self.response_id,
+            # Only a stream shows its id before the turn is stored, so only a stream
+            # can be named by a follow-up while it runs.
+            active=request.store and request.stream,
+        )
 
-    def _begin_turn(self, request: TurnRequest) -> ReplyTee:
-        turn = TurnAccumulator(
-            response_id=new_response_id(),
+    async def run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
+        settings, request = self.settings, self.request
+        upstream = settings.upstream
+        accumulator = TurnAccumulator(
+            response_id=self.response_id,
             parent_id=request.previous_response_id,
             store=request.store,
             input_items=request.input_items,
         )
-        self.tee = ReplyTee(
-            send=self.send,
-            store=self.settings.store,
-            owner=self.owner,
-            turn=turn,
-            max_body_bytes=self.settings.max_body_bytes,
-            index_reasoning=self.settings.bridge is not None,
-            watch_client=self.next_message,
-        )
-        return self.tee
-
-    async def _run_app(self, scope: Any, send: Any) -> None:
-        assert self.request is not None
-        assert self.tee is not None
-        store, owner = self.settings.store, self.owner
-        response_id = self.tee.turn.response_id
-        # Only a stream shows its id before the turn is stored, so only a stream can be
-        # named by a follow-up while it runs: JSON turns need no pending mark.
-        pending = self.request.store and self.request.stream
-        if pending:
-            try:
-                await store.begin(owner, response_id)
-            except StoreError as exc:
-                # A turn that could not be kept must not run: answer before the app.
-                logger.warning("store failed starting %s: %s", response_id, exc)
-                await send_api_error(self.send, store_error(exc))
-                return
         try:
-            await self._call_app(scope, send)
-        finally:
-            if pending and not self.tee.pending_ended:
-                await end_pending(store, owner, response_id)
-
-    async def _call_app(self, scope: Any, send: Any) -> None:
-        try:
-            await self.settings.app(scope, self._receive, send)
-        finally:
-            if self.after_body is not None and not self.after_body.done():
-                self.after_body.cancel()  # nobody is left to read it
-
-    async def _run_bridge(
-        self, request: TurnRequest, chain: list[TurnRecord] | None, options: BridgeOptions
-    ) -> None:
-        """Answer the turn by calling ``{prefix}/chat/completions`` on the app."""
-        items = expanded_input(request, chain)
-        try:
-            ids = call_ids(items)
-            notes = await self.settings.store.recall(self.owner, ids) if ids else {}
-            recovered = {key: value.decode() for key, value in notes.items()}
-            self.body = chat_request_body(request, items, options, recovered)
+            chain = await self._load_chain()
+            self.context = context = TurnContext(
+                request=request,
+                chain=chain,
+                owner=self.owner,
+                response_id=self.response_id,
+                created_at=accumulator.created_at,
+                store=settings.store,
+                max_body_bytes=settings.max_body_bytes,
+            )
+            body = await upstream.request_body(context)
         except StoreError as exc:
-            await send_api_error(self.send, store_error(exc))
+            await send_api_error(sink, store_unavailable(exc.code))
             return
-        except BridgeError as exc:
-            await send_json(self.send, exc.status, exc.to_body())
+        except ApiError as exc:
+            await send_api_error(sink, exc)
             return
-        turn = self._begin_turn(request).turn
-        base = response_skeleton(
-            request.body,
-            response_id=turn.response_id,
-            created_at=turn.created_at,
-            previous_response_id=request.previous_response_id,
-            store=request.store,
-        )
-        path = self.settings.prefix + "/chat/completions"
-        root = self.scope.get("root_path", "")
-        scope = {**self._upstream_scope(), "path": root + path, "raw_path": (root + path).encode()}
-        assert self.tee is not None
-        translator = ChatReplyTranslator(
-            base,
-            self.tee,
-            self.settings.max_body_bytes,
-            direct=self.tee.direct_send,
+        caller = _CallerWatch(body, receive)
+        self.tee = tee = ReplyTee(
+            send=sink,
+            turn=accumulator,
+            commit=self._commit,
+            max_body_bytes=settings.max_body_bytes,
             wants_stream=request.stream,
+            watch_client=caller.watch,
         )
-        await self._run_app(scope, translator.send)
+        caller.tee = tee
+        scope = self._app_scope(body, upstream.route)
+        try:
+            async with self.mark:
+                try:
+                    await settings.app(scope, caller.receive, upstream.reply_send(context, tee))
+                finally:
+                    caller.close()
+        except StoreError as exc:  # the mark could not be set: the app never ran
+            logger.warning("store failed starting %s: %s", self.response_id, exc)
+            await send_api_error(sink, store_unavailable(exc.code))
 
-    def _declared_length(self) -> int | None:
-        value = header(self.scope["headers"], b"content-length")
-        if value is None or not value.isdigit():
-            return None
-        return int(value)
-
-    async def _load_chain(self, request: TurnRequest) -> list[TurnRecord] | None:
-        previous = request.previous_response_id
+    async def _load_chain(self) -> list[TurnRecord] | None:
+        previous = self.request.previous_response_id
         if previous is None:
             return None
-        store = self.settings.store
+        store, owner = self.settings.store, self.owner
         try:
-            chain = await store.get_chain(self.owner, previous)
-            if chain is None and await store.wait(
-                self.owner, previous, self.settings.pending_timeout
-            ):
-                chain = await store.get_chain(self.owner, previous)
+            chain = await store.get_chain(owner, previous)
+            if chain is None and await store.wait(owner, previous, self.settings.pending_timeout):
+                chain = await store.get_chain(owner, previous)
         except StoreError as exc:
             logger.warning("store failed loading %s: %s", previous, exc)
-            raise store_error(exc) from None
+            raise
         if chain is None:
             raise previous_not_found(previous)
         return chain
 
-    # -- the request the app sees ---------------------------------------------------
-    def _upstream_scope(self) -> Any:
-        if self.request is not None and self.body is self.request.raw:
-            return self.scope
-        headers = with_headers(
-            self.scope["headers"],
-            _BODY_HEADERS,
-            [(b"content-length", str(len(self.body)).encode())],
-        )
-        return {**self.scope, "headers": headers}
+    async def _commit(self) -> None:
+        """Store the finished turn (the tee calls this before the terminal event goes
+        out); raises ``StoreError``."""
+        if not self.request.store:
+            return
+        assert self.tee is not None
+        assert self.context is not None
+        record = self.tee.turn.record()
+        try:
+            await self.settings.store.put(self.owner, record)
+        except StoreError as exc:
+            logger.error("response %s was not stored: %s", record.id, exc)
+            raise
+        await self.mark.end()  # followers waiting on the stream may go now
+        logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
+        await self.settings.upstream.stored(self.context, record)
 
-    async def _receive(self) -> Any:
-        """The app's ``receive``: the (rewritten) body once, then the client's own
-        messages, read through one shared future so the tee can watch for a
-        disconnect while the app streams."""
+    def _app_scope(self, body: bytes, route: str | None) -> Any:
+        scope = self.scope
+        if body is self.request.raw and route is None:
+            return scope
+        scope = {**scope, "headers": with_content_length(scope["headers"], len(body))}
+        if route is not None:
+            path = scope.get("root_path", "") + route
+            scope["path"] = path
+            scope["raw_path"] = path.encode()
+        return scope
+
+
+class _CallerWatch:
+    """The app's ``receive``: the (rewritten) body once, then the caller's own
+    messages, read through one shared future so that the tee can watch for the caller
+    leaving while the app streams."""
+
+    __slots__ = ("body", "body_sent", "next", "source", "tee")
+
+    def __init__(self, body: bytes, source: ASGIReceiveCallable) -> None:
+        self.body = body
+        self.body_sent = False
+        self.source = source
+        self.next: asyncio.Future[Any] | None = None
+        self.tee: ReplyTee | None = None
+
+    async def receive(self) -> Any:
         if not self.body_sent:
             self.body_sent = True
             return {"type": "http.request", "body": self.body, "more_body": False}
-        return await asyncio.shield(self.next_message())
+        return await asyncio.shield(self.watch())
 
-    def next_message(self) -> asyncio.Future[Any]:
-        if self.after_body is None:
-            self.after_body = asyncio.ensure_future(self.receive())
-            self.after_body.add_done_callback(self._received)
-        return self.after_body
+    def watch(self) -> asyncio.Future[Any]:
+        if self.next is None:
+            self.next = asyncio.ensure_future(self.source())
+            self.next.add_done_callback(self._received)
+        return self.next
 
     def _received(self, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
@@ -246,4 +186,8 @@ class TurnResponder:
             if self.tee is not None:
                 self.tee.client_gone = True
         else:
-            self.after_body = None  # not the end: the next call reads again
+            self.next = None  # not the end: the next call reads again
+
+    def close(self) -> None:
+        if self.next is not None and not self.next.done():
+            self.next.cancel()  # nobody is left to read it

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from state_middleware._bridge.errors import BridgeError
 from state_middleware._bridge.reasoning import encode_reasoning
 from state_middleware._bridge.request import build_chat_request, custom_tool_parameters
+from state_middleware._errors import ApiError
 
 CODEX_PATCH_TOOL = {
     "type": "custom",
@@ -33,8 +33,8 @@ def messages(input_value: Any, **options: Any) -> list[dict[str, Any]]:
     return result
 
 
-def rejected(body: dict[str, Any], **options: Any) -> BridgeError:
-    with pytest.raises(BridgeError) as caught:
+def rejected(body: dict[str, Any], **options: Any) -> ApiError:
+    with pytest.raises(ApiError) as caught:
         chat(body, **options)
     assert caught.value.status == 400
     return caught.value

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from openai.types.responses import Response
 
-from state_middleware._bridge.errors import BridgeError, chat_error_to_response_error
+from state_middleware._bridge.errors import chat_error_to_response_error
 from state_middleware._bridge.reasoning import (
     REASONING_PREFIX,
     decode_reasoning,
@@ -25,6 +25,7 @@ from state_middleware._bridge.response import (
     map_usage,
     response_skeleton,
 )
+from state_middleware._errors import ApiError
 
 PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files."}
 
@@ -274,7 +275,7 @@ def test_usage_without_details_or_total() -> None:
 
 
 def test_a_completion_without_choices_is_a_502() -> None:
-    with pytest.raises(BridgeError) as caught:
+    with pytest.raises(ApiError) as caught:
         translate({"choices": []})
     assert caught.value.status == 502
     assert caught.value.type == "server_error"
@@ -382,8 +383,8 @@ def test_upstream_errors_of_any_shape_become_openai_errors(
 
 
 def test_bridge_error_body_has_all_four_keys() -> None:
-    error = BridgeError(400, "nope", param="tools")
-    assert json.loads(error.to_body()) == {
+    error = ApiError(400, "nope", param="tools")
+    assert json.loads(error.body()) == {
         "error": {
             "message": "nope",
             "type": "invalid_request_error",

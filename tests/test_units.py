@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from state_middleware import MemoryStore, TurnRecord
+from state_middleware import TurnRecord
 from state_middleware._accumulator import Outcome, TurnAccumulator
 from state_middleware._errors import ApiError
 from state_middleware._ids import derived_item_id, new_response_id
@@ -109,7 +109,7 @@ def test_accumulator_rebuilds_output_from_done_items_when_terminal_lacks_it() ->
     ("payload", "outcome"),
     [
         (b'{"type":"response.output_text.delta","delta":"x"}', Outcome.PASS),
-        (b'{"type":"error","error":{"message":"m"}}', Outcome.FAILED),
+        (b'{"type":"error","error":{"message":"m"}}', Outcome.ERROR),
         (b'{"type":"response.failed","response":{"status":"failed"}}', Outcome.FAILED),
         (b'{"type":"response.incomplete","response":{"status":"incomplete"}}', Outcome.DONE),
         (b"not json", Outcome.PASS),
@@ -180,13 +180,11 @@ async def test_the_tee_hands_out_the_server_send_only_between_whole_frames_of_a_
     def tee() -> ReplyTee:
         turn = TurnAccumulator(response_id="resp_x", parent_id=None, store=True, input_items=b"[]")
         return ReplyTee(
-            send=send,
-            store=MemoryStore(),
-            owner="o",
-            turn=turn,
-            max_body_bytes=1 << 20,
-            index_reasoning=False,
+            send=send, turn=turn, commit=nothing, max_body_bytes=1 << 20, wants_stream=True
         )
+
+    async def nothing() -> None:
+        return None
 
     def start(content_type: bytes) -> dict[str, Any]:
         return {

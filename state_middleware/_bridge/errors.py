@@ -1,10 +1,6 @@
-"""Errors of the Responses-to-Chat bridge, and the mapping of upstream Chat errors.
+"""Mapping an upstream Chat Completions error onto an OpenAI error body.
 
-Every failure the bridge detects before calling the upstream is a :class:`BridgeError`:
-an HTTP status plus the four fields of an OpenAI error object (``message``, ``type``,
-``param``, ``code``). The middleware answers it with :meth:`BridgeError.to_body` as the
-JSON body, so a client sees the same shape api.openai.com uses.
-
+Every failure the bridge detects itself is a core :class:`~.._errors.ApiError`.
 An upstream Chat Completions error (any non-2xx answer) keeps its status and message:
 :func:`chat_error_to_response_error` rewraps whatever body came back, JSON or not, into
 ``{"error": {"message", "type", "param", "code"}}`` with all four keys present.
@@ -16,67 +12,14 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["BridgeError", "chat_error_to_response_error", "error_type_for_status"]
+from .._errors import ApiError
+
+__all__ = ["chat_error_to_response_error"]
 
 #: longest upstream text kept when the upstream error body is not JSON
 _MAX_TEXT_MESSAGE = 2000
 
 _encoder = msgspec.json.Encoder()
-
-
-def error_type_for_status(status: int) -> str:
-    """The conventional OpenAI error ``type`` for an HTTP status."""
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"
-
-
-class BridgeError(Exception):
-    """A request the bridge cannot translate, or a translation that failed.
-
-    ``param`` names the offending request field (``"tools"``, ``"input"``, ...) so the
-    client knows what to change; ``code`` is a machine-readable code or ``None``.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.type = type if type is not None else error_type_for_status(status)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The OpenAI error envelope ``{"error": {message, type, param, code}}``."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def to_body(self) -> bytes:
-        """:meth:`to_dict` encoded as compact JSON."""
-        return _encoder.encode(self.to_dict())
-
-    def __repr__(self) -> str:
-        return f"BridgeError({self.status}, {self.message!r}, param={self.param!r})"
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -125,11 +68,11 @@ def chat_error_to_response_error(status: int, body: bytes) -> bytes:
         message, type_, param, code = text[:_MAX_TEXT_MESSAGE] or None, None, None, None
     else:
         message, type_, param, code = _fields_from_json(payload)
-    error = BridgeError(
+    error = ApiError(
         status,
         message or f"Upstream returned HTTP {status}.",
         param=_str_or_none(param),
         code=_str_or_none(code),
         type=type_,
     )
-    return error.to_body()
+    return error.body()

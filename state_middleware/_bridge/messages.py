@@ -38,7 +38,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import BridgeError
+from .._errors import ApiError
 from .reasoning import reasoning_text
 
 __all__ = ["build_messages", "check_tool_pairing", "is_hosted_item_type"]
@@ -53,11 +53,11 @@ _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 _encoder = msgspec.json.Encoder()
 
 
-def _invalid(message: str, param: str = "input", code: str | None = None) -> BridgeError:
-    return BridgeError(400, message, param=param, code=code)
+def _invalid(message: str, param: str = "input", code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
 
 
-def _missing(index: int, key: str) -> BridgeError:
+def _missing(index: int, key: str) -> ApiError:
     return _invalid(
         f"Missing required parameter: 'input[{index}].{key}'.", code="missing_required_parameter"
     )

@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import BridgeError
+from .._errors import ApiError
 from .messages import build_messages
 
 __all__ = [
@@ -118,11 +118,11 @@ def custom_tool_parameters() -> dict[str, Any]:
     }
 
 
-def _invalid(message: str, param: str) -> BridgeError:
-    return BridgeError(400, message, param=param)
+def _invalid(message: str, param: str) -> ApiError:
+    return ApiError(400, message, param=param)
 
 
-def _unsupported_tool(kind: object) -> BridgeError:
+def _unsupported_tool(kind: object) -> ApiError:
     return _invalid(
         f"Tool type {kind!r} is not supported by the Chat Completions bridge; "
         "only function and custom tools can be served.",
@@ -277,7 +277,7 @@ def build_chat_request(
 ) -> dict[str, Any]:
     """The Chat Completions request for an expanded Responses request.
 
-    Raises :class:`BridgeError` (400, with ``param``) for anything the bridge cannot
+    Raises :class:`ApiError` (400, with ``param``) for anything the bridge cannot
     honour, and ``ValueError`` for an invalid ``max_tokens_field`` or
     ``unsupported_tools``. ``recovered_reasoning`` maps call ids to reasoning text the
     core found in stored turns, for tool calls whose reasoning item the client dropped.

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import BridgeError
+from .._errors import ApiError
 from .reasoning import new_item_id, reasoning_item
 
 __all__ = [
@@ -313,12 +313,12 @@ def chat_completion_to_response(
     """A whole ``chat.completion`` -> the finished Responses object built on ``base``.
 
     ``base`` is :func:`response_skeleton` of the client's request; its ``tools`` tell
-    which tool calls are custom. Raises :class:`BridgeError` (502) when the upstream
+    which tool calls are custom. Raises :class:`ApiError` (502) when the upstream
     answer has no choice to translate.
     """
     choices = chat.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise BridgeError(502, "The upstream chat completion has no choices.", code="server_error")
+        raise ApiError(502, "The upstream chat completion has no choices.", code="server_error")
     choice = choices[0]
     message = choice.get("message")
     reason = incomplete_reason(choice.get("finish_reason"))

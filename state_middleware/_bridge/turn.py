@@ -16,10 +16,11 @@ from typing import Any
 import msgspec
 
 from .._asgi import header, with_headers
+from .._errors import ApiError
 from .._record import TurnRecord, chain_input
 from .._request import TurnRequest
 from .._sse import SSEDecoder
-from .errors import BridgeError, chat_error_to_response_error
+from .errors import chat_error_to_response_error
 from .replay import replay_events
 from .request import build_chat_request
 from .response import chat_completion_to_response
@@ -78,7 +79,7 @@ def chat_request_body(
     options: BridgeOptions,
     recovered: Mapping[str, str],
 ) -> bytes:
-    """The Chat Completions body for a turn. Raises ``BridgeError``."""
+    """The Chat Completions body for a turn. Raises ``ApiError``."""
     body = dict(request.body)
     body.pop("previous_response_id", None)
     body["input"] = items
@@ -199,8 +200,8 @@ class ChatReplyTranslator:
         response = stream.result
         assert response is not None  # finish() always ends the stream
         if response["status"] == "failed":
-            error = BridgeError(502, response["error"]["message"], code=response["error"]["code"])
-            await self._reply(error.status, error.to_body())
+            error = ApiError(502, response["error"]["message"], code=response["error"]["code"])
+            await self._reply(error.status, error.body())
         else:
             await self._reply(200, _encoder.encode(response))
 
@@ -214,8 +215,8 @@ class ChatReplyTranslator:
             return False
         self.overflow = True
         self.held = []
-        error = BridgeError(502, "The upstream chat completion is too large to translate.")
-        await self._reply(error.status, error.to_body())
+        error = ApiError(502, "The upstream chat completion is too large to translate.")
+        await self._reply(error.status, error.body())
         return True
 
     async def _held_body(self, message: Any) -> None:
@@ -238,17 +239,17 @@ class ChatReplyTranslator:
         try:
             chat = _decoder.decode(body)
             if not isinstance(chat, dict):
-                raise BridgeError(502, "The upstream chat completion is not a JSON object.")
+                raise ApiError(502, "The upstream chat completion is not a JSON object.")
             response = chat_completion_to_response(chat, base=self.base)
         except msgspec.DecodeError:
-            error = BridgeError(502, "The upstream chat completion is not valid JSON.")
-        except BridgeError as exc:
+            error = ApiError(502, "The upstream chat completion is not valid JSON.")
+        except ApiError as exc:
             error = exc
         else:
             if self.wants_stream:  # a server that ignored ``stream: true``
                 return 200, replay_events(self.base, response), _EVENT_STREAM
             return 200, _encoder.encode(response), _JSON
-        return error.status, error.to_body(), _JSON
+        return error.status, error.body(), _JSON
 
     async def _emit(self, data: bytes, *, more: bool) -> None:
         if data or not more:
