@@ -30,6 +30,10 @@ work over a real socket from another process. They combine, except ``FAIL`` whic
 ``FAIL:<status>``, ``CUT:<k>``, ``RESPONSE_FAILED``, ``INCOMPLETE``, ``DELTAS:<k>`` and
 ``CALL:<name>[,<name>...]`` map onto ``status``, ``cut_after``, ``failed``,
 ``incomplete``, ``deltas`` and ``calls``.
+
+``ScriptedResponsesApp(answer_as="stream")`` streams every answer, asked or not (as HF
+``transformers serve`` does when ``stream`` is absent), and ``answer_as="json"`` answers
+every request as JSON; the default ``"asked"`` does what the request says.
 """
 
 from __future__ import annotations
@@ -104,10 +108,18 @@ class ScriptedResponsesApp:
     """
 
     def __init__(
-        self, *, prefix: str = "/v1", delay: float = 0.0, model: str = "scripted-model"
+        self,
+        *,
+        prefix: str = "/v1",
+        delay: float = 0.0,
+        model: str = "scripted-model",
+        answer_as: str = "asked",
     ) -> None:
         if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay}")
+        if answer_as not in ("asked", "json", "stream"):
+            raise ValueError(f"answer_as must be 'asked', 'json' or 'stream', not {answer_as!r}")
+        self.answer_as = answer_as
         self.route = prefix.rstrip("/") + "/responses"
         self.delay = delay
         self.model = model
@@ -204,6 +216,8 @@ class _Responder:
         items = input_items(body["input"])
         reply = self.app._next_reply(request, items)
         stream = body.get("stream") is True
+        if self.app.answer_as != "asked":
+            stream = self.app.answer_as == "stream"
         if reply.status is None and reply.cut_after is not None and not stream:
             reply = Reply(status=500)
         if reply.status is not None:
