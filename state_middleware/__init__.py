@@ -15,6 +15,7 @@ from ._store import Store, StoreError, StoreUnavailable
 if TYPE_CHECKING:
     from ._redis import RedisStore
 
+#: the one copy of the version: pyproject.toml reads it ([tool.hatch.version])
 __version__ = "0.1.0"
 
 __all__ = [

@@ -41,12 +41,18 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
 
-import anyio
-import httpx
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
+from . import _defaults
 from ._asgi import header, send_json
 from ._errors import error_body
+from ._extras import MISSING_PROXY_MESSAGE
+
+try:
+    import anyio
+    import httpx
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(MISSING_PROXY_MESSAGE, name=exc.name) from exc
 
 __all__ = [
     "TIMEOUT_MESSAGE",
@@ -125,9 +131,9 @@ class ForwardingApp:
         self,
         upstream: str,
         *,
-        prefix: str = "/v1",
-        connect_timeout: float = 10.0,
-        read_timeout: float = 600.0,
+        prefix: str = _defaults.PREFIX,
+        connect_timeout: float = _defaults.CONNECT_TIMEOUT,
+        read_timeout: float = _defaults.READ_TIMEOUT,
     ) -> None:
         url = httpx.URL(upstream)
         if url.scheme not in ("http", "https") or not url.host:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cachetools import TTLCache
 
+from . import _defaults
 from ._record import TurnRecord
 from ._store import StoreError
 
@@ -50,8 +51,8 @@ class MemoryStore:
 
     def __init__(
         self,
-        max_bytes: int = 256 * 2**20,
-        ttl: float = 3600.0,
+        max_bytes: int = _defaults.MEMORY_MAX_BYTES,
+        ttl: float = _defaults.MEMORY_TTL,
         *,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:

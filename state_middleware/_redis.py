@@ -61,6 +61,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from . import _defaults
 from ._record import TurnRecord, decode_record, encode_record
 from ._redis_scripts import DELETE, GET_CHAIN, PUT
 from ._store import StoreError, StoreUnavailable
@@ -107,9 +108,9 @@ class RedisStore:
         self,
         client: Any,
         *,
-        ttl: float = 86400.0,
-        key_prefix: str = "state_middleware:",
-        pending_ttl: float = 300.0,
+        ttl: float = _defaults.REDIS_TTL,
+        key_prefix: str = _defaults.REDIS_KEY_PREFIX,
+        pending_ttl: float = _defaults.REDIS_PENDING_TTL,
     ) -> None:
         if ttl <= 0 or pending_ttl <= 0:
             raise ValueError("ttl and pending_ttl must be positive")
@@ -141,11 +142,11 @@ class RedisStore:
         cls,
         url: str,
         *,
-        ttl: float = 86400.0,
-        key_prefix: str = "state_middleware:",
-        pending_ttl: float = 300.0,
-        socket_timeout: float = 2.0,
-        socket_connect_timeout: float = 1.0,
+        ttl: float = _defaults.REDIS_TTL,
+        key_prefix: str = _defaults.REDIS_KEY_PREFIX,
+        pending_ttl: float = _defaults.REDIS_PENDING_TTL,
+        socket_timeout: float = _defaults.REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout: float = _defaults.REDIS_SOCKET_CONNECT_TIMEOUT,
         **client_kwargs: Any,
     ) -> RedisStore:
         """A store owning its ``redis.asyncio`` clients, made with

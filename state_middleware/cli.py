@@ -1,7 +1,8 @@
 """The ``state-middleware`` command: ``state-middleware serve --upstream URL [options]``.
 
-Also ``python -m state_middleware serve ...``. ``serve`` needs uvicorn
+Also ``python -m state_middleware serve ...``. ``serve`` needs uvicorn, httpx and anyio
 (``pip install "state-middleware[serve]"``); ``--redis-url`` needs the ``redis`` extra.
+They are imported when ``serve`` runs, so ``--help`` and ``--version`` need neither.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, _defaults
 from ._store import Store
-from .proxy import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, create_app
 
-__all__ = ["MISSING_UVICORN_MESSAGE", "build_parser", "main"]
+__all__ = ["MISSING_EXTRA_MESSAGE", "build_parser", "main"]
 
-MISSING_UVICORN_MESSAGE = (
-    'state-middleware serve needs uvicorn: pip install "state-middleware[serve]"'
+MISSING_EXTRA_MESSAGE = (
+    'state-middleware serve needs uvicorn, httpx and anyio: pip install "state-middleware[serve]"'
 )
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -81,35 +81,38 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument(
         "--upstream-api",
         choices=("responses", "chat"),
-        default="responses",
+        default=_defaults.UPSTREAM_API,
         help="what the upstream serves: the Responses API, or only Chat Completions "
         "(Responses requests are then translated to Chat Completions)",
     )
     upstream.add_argument(
         "--connect-timeout",
         type=_positive_float,
-        default=DEFAULT_CONNECT_TIMEOUT,
+        default=_defaults.CONNECT_TIMEOUT,
         metavar="S",
         help="seconds to open a connection to the upstream before answering 502",
     )
     upstream.add_argument(
         "--read-timeout",
         type=_positive_float,
-        default=DEFAULT_READ_TIMEOUT,
+        default=_defaults.READ_TIMEOUT,
         metavar="S",
         help="seconds to wait for upstream data before answering 504 (or, once the reply "
         "has started, ending it)",
     )
     listen = serve.add_argument_group("listening")
-    listen.add_argument("--host", default="127.0.0.1", help="address to bind")
-    listen.add_argument("--port", type=int, default=8080, help="port to bind")
+    listen.add_argument("--host", default=_defaults.HOST, help="address to bind")
+    listen.add_argument("--port", type=int, default=_defaults.PORT, help="port to bind")
     listen.add_argument(
         "--prefix",
-        default="/v1",
+        default=_defaults.PREFIX,
         help="path prefix of the API, stripped before the path is appended to --upstream",
     )
     listen.add_argument(
-        "--log-level", choices=LOG_LEVELS, default="info", help="log level of the server"
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=_defaults.LOG_LEVEL,
+        help="log level of the server",
     )
     listen.add_argument("--access-log", action="store_true", help="log every request")
     state = serve.add_argument_group("stored responses")
@@ -123,40 +126,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl",
         type=_positive_float,
         metavar="S",
-        help="seconds an unused response is kept, refreshed on use (default: 3600 in "
-        "memory, 86400 in Redis)",
+        help="seconds an unused response is kept, refreshed on use (default: "
+        f"{_defaults.MEMORY_TTL:g} in memory, {_defaults.REDIS_TTL:g} in Redis)",
     )
     state.add_argument(
         "--max-bytes",
         type=_positive_int,
         metavar="N",
         help="bytes of responses kept in memory, least recently used evicted first "
-        "(default: 268435456); not with --redis-url, as Redis is bounded by its maxmemory",
+        f"(default: {_defaults.MEMORY_MAX_BYTES}); not with --redis-url, as Redis is "
+        "bounded by its maxmemory",
     )
     state.add_argument(
         "--max-body-bytes",
         type=_positive_int,
-        default=32 * 2**20,
+        default=_defaults.MAX_BODY_BYTES,
         metavar="N",
         help="largest Responses request body accepted (413 past it)",
     )
     state.add_argument(
         "--pending-timeout",
         type=float,
-        default=30.0,
+        default=_defaults.PENDING_TIMEOUT,
         metavar="S",
         help="seconds a follow-up waits for the turn it continues to finish",
     )
     bridge = serve.add_argument_group("with --upstream-api chat")
     bridge.add_argument(
         "--system-role",
-        default="system",
+        default=_defaults.SYSTEM_ROLE,
         metavar="ROLE",
         help="role of the message carrying instructions (some servers want 'developer')",
     )
     bridge.add_argument(
         "--reasoning-field",
-        default="reasoning_content",
+        default=_defaults.REASONING_FIELD,
         metavar="FIELD",
         help="message field carrying reasoning text sent back to the upstream "
         "('reasoning' for Ollama and newer vLLM)",
@@ -164,13 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     bridge.add_argument(
         "--max-tokens-field",
         choices=("max_completion_tokens", "max_tokens"),
-        default="max_completion_tokens",
+        default=_defaults.MAX_TOKENS_FIELD,
         help="field max_output_tokens becomes",
     )
     bridge.add_argument(
         "--unsupported-tools",
         choices=("reject", "drop"),
-        default="reject",
+        default=_defaults.UNSUPPORTED_TOOLS,
         help="what to do with tools Chat Completions cannot express: answer 400, or drop them",
     )
     return parser
@@ -183,8 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-bytes applies to the in-memory store, not with --redis-url")
     try:
         import uvicorn
+
+        from .proxy import create_app
     except ImportError:
-        print(MISSING_UVICORN_MESSAGE, file=sys.stderr)
+        print(MISSING_EXTRA_MESSAGE, file=sys.stderr)
         return 1
     try:
         app = create_app(

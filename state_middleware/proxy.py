@@ -17,9 +17,11 @@ Keep the server's lifespan on (uvicorn's default): shutdown closes the upstream 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
+from . import _defaults
 from ._forward import ForwardingApp
+from ._identity import IdentityFunc
 from ._middleware import ResponsesStateMiddleware
 from ._store import Store
 
@@ -35,18 +37,22 @@ UPSTREAM_ENV = "STATE_MIDDLEWARE_UPSTREAM"
 UPSTREAM_API_ENV = "STATE_MIDDLEWARE_UPSTREAM_API"
 REDIS_URL_ENV = "STATE_MIDDLEWARE_REDIS_URL"
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 600.0
-
 
 def create_app(
     upstream: str | None = None,
     *,
     upstream_api: Literal["responses", "chat"] | None = None,
     store: Store | None = None,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    read_timeout: float = DEFAULT_READ_TIMEOUT,
-    **middleware_options: Any,
+    connect_timeout: float = _defaults.CONNECT_TIMEOUT,
+    read_timeout: float = _defaults.READ_TIMEOUT,
+    prefix: str = _defaults.PREFIX,
+    identity: IdentityFunc | None = None,
+    max_body_bytes: int = _defaults.MAX_BODY_BYTES,
+    pending_timeout: float = _defaults.PENDING_TIMEOUT,
+    system_role: str = _defaults.SYSTEM_ROLE,
+    reasoning_field: str = _defaults.REASONING_FIELD,
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = _defaults.MAX_TOKENS_FIELD,
+    unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
 ) -> ResponsesStateMiddleware:
     """The proxy as an ASGI app: the middleware wrapping a ``ForwardingApp``.
 
@@ -57,12 +63,13 @@ def create_app(
     Redis store come from ``STATE_MIDDLEWARE_UPSTREAM``, ``STATE_MIDDLEWARE_UPSTREAM_API``
     and ``STATE_MIDDLEWARE_REDIS_URL``; the default store is a ``MemoryStore``.
     ``connect_timeout`` and ``read_timeout`` (seconds) bound connecting to the upstream
-    and each wait for its data. Other keywords go to ``ResponsesStateMiddleware``.
+    and each wait for its data. The other keywords are ``ResponsesStateMiddleware``'s,
+    with its defaults, and are passed to it as they are.
     """
     upstream = upstream or os.environ.get(UPSTREAM_ENV)
     if not upstream:
         raise ValueError(f"no upstream: pass upstream= or set {UPSTREAM_ENV}")
-    api = upstream_api or os.environ.get(UPSTREAM_API_ENV) or "responses"
+    api = upstream_api or os.environ.get(UPSTREAM_API_ENV) or _defaults.UPSTREAM_API
     if api not in ("responses", "chat"):
         raise ValueError(f"upstream_api must be 'responses' or 'chat', got {api!r}")
     if store is None and os.environ.get(REDIS_URL_ENV):
@@ -71,13 +78,20 @@ def create_app(
         store = RedisStore.from_url(os.environ[REDIS_URL_ENV])
     forward = ForwardingApp(
         upstream,
-        prefix=middleware_options.get("prefix", "/v1"),
+        prefix=prefix,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
     return ResponsesStateMiddleware(
         forward,
         store,
+        prefix=prefix,
+        identity=identity,
+        max_body_bytes=max_body_bytes,
+        pending_timeout=pending_timeout,
         upstream_api=cast(Literal["responses", "chat"], api),
-        **middleware_options,
+        system_role=system_role,
+        reasoning_field=reasoning_field,
+        max_tokens_field=max_tokens_field,
+        unsupported_tools=unsupported_tools,
     )

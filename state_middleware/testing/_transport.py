@@ -26,7 +26,12 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
+from .._extras import MISSING_TESTING_MESSAGE
+
+try:
+    import httpx
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(MISSING_TESTING_MESSAGE, name=exc.name) from exc
 
 __all__ = ["DISCONNECT_GRACE_SECONDS", "StreamingASGITransport"]
 
