@@ -11,6 +11,7 @@ from asgiref.typing import (
     Scope,
 )
 
+from . import _defaults
 from ._asgi import route_path
 from ._bridge.turn import BridgeOptions
 from ._bridge.upstream import ChatUpstream
@@ -23,6 +24,8 @@ from ._store import Store
 from ._upstream import ResponsesUpstream, Upstream
 
 __all__ = ["ResponsesStateMiddleware"]
+
+MaxTokensField = Literal["max_completion_tokens", "max_tokens"]
 
 
 class ResponsesStateMiddleware:
@@ -44,15 +47,17 @@ class ResponsesStateMiddleware:
         app: ASGI3Application,
         store: Store | None = None,
         *,
-        prefix: str = "/v1",
+        prefix: str = _defaults.PREFIX,
         identity: IdentityFunc | None = None,
-        max_body_bytes: int = 32 * 2**20,
-        pending_timeout: float = 30.0,
-        upstream_api: Literal["responses", "chat"] = "responses",
-        system_role: str = "system",
-        reasoning_field: str = "reasoning_content",
-        max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
-        unsupported_tools: Literal["reject", "drop"] = "reject",
+        max_body_bytes: int = _defaults.MAX_BODY_BYTES,
+        pending_timeout: float = _defaults.PENDING_TIMEOUT,
+        upstream_api: Literal["responses", "chat"] = _defaults.UPSTREAM_API,
+        system_role: str = _defaults.SYSTEM_ROLE,
+        reasoning_field: str = _defaults.REASONING_FIELD,
+        max_tokens_field: Literal[
+            "max_completion_tokens", "max_tokens"
+        ] = _defaults.MAX_TOKENS_FIELD,
+        unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError("prefix must start with '/' and not end with it, or be ''")

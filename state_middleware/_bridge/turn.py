@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from .. import _defaults
 from .._asgi import header, with_headers
 from .._errors import ApiError
 from .._record import TurnRecord, chain_input
@@ -41,10 +42,10 @@ Deliver = Callable[[Any], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class BridgeOptions:
-    system_role: str = "system"
-    reasoning_field: str = "reasoning_content"
-    max_tokens_field: str = "max_completion_tokens"
-    unsupported_tools: str = "reject"
+    system_role: str = _defaults.SYSTEM_ROLE
+    reasoning_field: str = _defaults.REASONING_FIELD
+    max_tokens_field: str = _defaults.MAX_TOKENS_FIELD
+    unsupported_tools: str = _defaults.UNSUPPORTED_TOOLS
 
     def __post_init__(self) -> None:
         # build_chat_request checks these too; failing at construction is kinder.
