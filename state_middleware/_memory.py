@@ -18,10 +18,20 @@ __all__ = ["MemoryStore"]
 
 _MAX_DEPTH = 1_000_000  # guards a corrupted parent loop, far beyond any real chain
 
-Key = tuple[str, str]
+#: the cache holds turns and notes side by side: (kind, owner, id)
+Key = tuple[str, str, str]
+_TURN = "turn"
+_NOTE = "note"
 
-#: notes share the cache with turns; this prefix cannot start a response id
-_NOTE = "\x00note:"
+
+class _Note:
+    """A small per-owner note (``Store.remember``), bounded and expired like turns."""
+
+    __slots__ = ("size", "value")
+
+    def __init__(self, key: str, value: bytes) -> None:
+        self.value = value
+        self.size = len(key) + len(value) + 16
 
 
 class _Entry:
@@ -34,8 +44,8 @@ class _Entry:
         self.refreshed = now
 
 
-def _entry_size(entry: _Entry) -> int:
-    return entry.record.size
+def _entry_size(entry: _Entry | _Note) -> int:
+    return entry.size if isinstance(entry, _Note) else entry.record.size
 
 
 class MemoryStore:
@@ -62,11 +72,11 @@ class MemoryStore:
         self.ttl = ttl
         self._timer = timer
         self._refresh_after = ttl / 64
-        self._cache: TTLCache[Key, _Entry] = TTLCache(
+        self._cache: TTLCache[Key, _Entry | _Note] = TTLCache(
             maxsize=max_bytes, ttl=ttl, timer=timer, getsizeof=_entry_size
         )
         self._lock = threading.RLock()
-        self._pending: dict[Key, asyncio.Event] = {}
+        self._pending: dict[tuple[str, str], asyncio.Event] = {}
 
     @property
     def size(self) -> int:
@@ -85,27 +95,27 @@ class MemoryStore:
             if record.parent_id is not None:
                 # Refresh the ancestors first, so making room evicts something else.
                 self._touch(owner, record.parent_id)
-                parent = self._cache.get((owner, record.parent_id))
+                parent = self._turn(owner, record.parent_id)
                 if parent is not None:
                     parent.children += 1
-            self._cache[(owner, record.id)] = _Entry(record, self._timer())
+            self._cache[(_TURN, owner, record.id)] = _Entry(record, self._timer())
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None:
         with self._lock:
-            entry = self._cache.get((owner, response_id))
+            entry = self._turn(owner, response_id)
             if entry is None or entry.deleted:
                 return None
             return entry.record
 
     async def get_chain(self, owner: str, response_id: str) -> list[TurnRecord] | None:
         with self._lock:
-            head = self._cache.get((owner, response_id))
+            head = self._turn(owner, response_id)
             if head is None or head.deleted:
                 return None
             chain = [head.record]
             parent_id = head.record.parent_id
             while parent_id is not None:
-                entry = self._cache.get((owner, parent_id))
+                entry = self._turn(owner, parent_id)
                 if entry is None or len(chain) > _MAX_DEPTH:
                     return None  # half a chain is no chain
                 chain.append(entry.record)
@@ -113,13 +123,13 @@ class MemoryStore:
             chain.reverse()
             now = self._timer()
             for record in chain:
-                self._refresh((owner, record.id), now)
+                self._refresh((_TURN, owner, record.id), now)
             return chain
 
     async def delete(self, owner: str, response_id: str) -> bool:
         with self._lock:
-            key = (owner, response_id)
-            entry = self._cache.get(key)
+            key = (_TURN, owner, response_id)
+            entry = self._turn(owner, response_id)
             if entry is None or entry.deleted:
                 return False
             entry.deleted = True
@@ -129,8 +139,8 @@ class MemoryStore:
                 parent_id = entry.record.parent_id
                 if parent_id is None:
                     break
-                key = (owner, parent_id)
-                entry = self._cache.get(key)
+                key = (_TURN, owner, parent_id)
+                entry = self._turn(owner, parent_id)
                 if entry is not None:
                     entry.children -= 1
             return True
@@ -154,20 +164,22 @@ class MemoryStore:
     async def remember(self, owner: str, notes: Mapping[str, bytes]) -> None:
         with self._lock:
             for key, value in notes.items():
-                note = TurnRecord(_NOTE + key, None, 0, b"", b"", value)
+                note = _Note(key, value)
                 if note.size <= self.max_bytes:
-                    entry = _Entry(note, self._timer())
-                    entry.deleted = True  # never visible as a response
-                    self._cache[(owner, note.id)] = entry
+                    self._cache[(_NOTE, owner, key)] = note
 
     async def recall(self, owner: str, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         with self._lock:
             for key in keys:
-                entry = self._cache.get((owner, _NOTE + key))
-                if entry is not None:
-                    found[key] = entry.record.response
+                note = self._cache.get((_NOTE, owner, key))
+                if isinstance(note, _Note):
+                    found[key] = note.value
         return found
+
+    def _turn(self, owner: str, response_id: str) -> _Entry | None:
+        entry = self._cache.get((_TURN, owner, response_id))
+        return entry if isinstance(entry, _Entry) else None
 
     def _touch(self, owner: str, response_id: str) -> None:
         """Refresh the TTL of a turn and all its ancestors."""
@@ -175,7 +187,7 @@ class MemoryStore:
         depth = 0
         current: str | None = response_id
         while current is not None and depth <= _MAX_DEPTH:
-            entry = self._refresh((owner, current), now)
+            entry = self._refresh((_TURN, owner, current), now)
             if entry is None:
                 return
             current = entry.record.parent_id
@@ -183,7 +195,9 @@ class MemoryStore:
 
     def _refresh(self, key: Key, now: float) -> _Entry | None:
         entry = self._cache.get(key)  # also marks it recently used
-        if entry is not None and now - entry.refreshed >= self._refresh_after:
+        if not isinstance(entry, _Entry):
+            return None
+        if now - entry.refreshed >= self._refresh_after:
             entry.refreshed = now
             self._cache[key] = entry  # re-inserting restarts its TTL
         return entry

@@ -7,6 +7,7 @@ this process has long since imported httpx, anyio, redis and uvicorn.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import subprocess
@@ -215,3 +216,20 @@ def test_the_core_install_needs_only_the_core_dependencies() -> None:
     assert names == CORE_DEPENDENCIES
     extras = project["optional-dependencies"]
     assert {"proxy", "serve", "redis", "testing", "test", "dev"} <= set(extras)
+
+
+def test_only_the_middleware_module_imports_the_bridge() -> None:
+    """The core (pipeline, stores, records, endpoints) never imports the chat bridge;
+    the middleware, where the options are read, hands the pipeline a bridge upstream."""
+    package = Path(state_middleware.__file__).parent
+    importers = set()
+    for path in sorted(package.rglob("*.py")):
+        if "_bridge" in path.relative_to(package).parts:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and "_bridge" in (node.module or ""):
+                importers.add(path.relative_to(package).as_posix())
+            if isinstance(node, ast.Import) and any("_bridge" in a.name for a in node.names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"_middleware.py"}
