@@ -24,7 +24,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
+    """The client disconnected: during its request body, or while its reply was sent."""
 
 
 class BodyTooLarge(Exception):

@@ -45,7 +45,7 @@ import anyio
 import httpx
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from ._asgi import header, send_json
+from ._asgi import ClientGone, header, send_json
 from ._errors import error_body
 
 __all__ = [
@@ -94,10 +94,6 @@ _YIELD_EVERY = 4
 _URL_SAFE = "/:@!$&'()*+,;=~%"
 
 Headers = list[tuple[bytes, bytes]]
-
-
-class _ClientGone(Exception):
-    """The client disconnected; nothing more is sent to it."""
 
 
 def _without_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
@@ -212,7 +208,10 @@ class ForwardingApp:
 
 
 def _raw_route_path(scope: Any) -> bytes:
-    """The percent-encoded path the app routes on (``root_path`` removed)."""
+    """The percent-encoded path the app routes on (``root_path`` removed).
+
+    Not ``_asgi.route_path``, which gives the decoded ``path`` to match routes on: the
+    upstream must get the path as the client sent it (``%2F`` stays ``%2F``)."""
     root: str = scope.get("root_path", "")
     raw: bytes | None = scope.get("raw_path")
     if raw is None:
@@ -263,7 +262,7 @@ class _Exchange:
             return
         try:
             await self._relay(response)
-        except _ClientGone:
+        except ClientGone:
             pass
         finally:
             with anyio.CancelScope(shield=True):
@@ -283,7 +282,7 @@ class _Exchange:
         try:
             request = self.app.upstream_request(self.scope, body)
             return await self.app.pool().handle_async_request(request)
-        except _ClientGone:
+        except ClientGone:
             return None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             await self._fail(502, "upstream_unreachable", UNREACHABLE_MESSAGE, exc)
@@ -303,7 +302,7 @@ class _Exchange:
             message: Any = await self.receive()
             if message["type"] == "http.disconnect":
                 self.client_gone = True
-                raise _ClientGone
+                raise ClientGone
             if message["type"] != "http.request":
                 continue
             chunk: bytes = message.get("body", b"")
@@ -367,7 +366,7 @@ class _Exchange:
             await self.send(message)
         except OSError as exc:  # how most servers report a client that went away
             self.client_gone = True
-            raise _ClientGone from exc
+            raise ClientGone from exc
 
     async def _fail(self, status: int, code: str, template: str, exc: httpx.HTTPError) -> None:
         detail = self.app.read_timeout if status == 504 else (str(exc) or type(exc).__name__)
