@@ -25,7 +25,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class ClientGone(Exception):
-    """The client went away (``http.disconnect``, or a ``send`` that failed)."""
+    """The client disconnected: during its request body, or while its reply was sent."""
 
 
 class BodyTooLarge(Exception):

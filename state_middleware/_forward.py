@@ -30,6 +30,28 @@ Failures: an upstream that cannot be connected to is answered with 502 (code
 a failure can only end the body early. A client that goes away (``http.disconnect``,
 or ``send`` raising ``OSError``) closes the upstream request, so the upstream sees the
 disconnect too.
+
+A dead kept-alive connection: an upstream may close a pooled connection without
+``Connection: close`` (uvicorn does when an app raises after its reply started), and the
+next request, any caller's, can go out on it before the close is seen. A request sent on
+a reused connection that fails before its reply head arrived (reset, or closed with no
+reply: ``ReadError``, ``WriteError``, a ``RemoteProtocolError`` not raised by the HTTP
+parser) is sent once more, on a new connection from a second pool that keeps none alive,
+so the retry can neither land on another dead connection nor run a third time. A new
+connection that fails, any failure once the head arrived, and a reply the parser rejected
+(bytes came, so the connection was alive) are not retried; a head cut off part-way
+looks like no reply to httpcore and is retried. The first attempt may have reached the
+upstream app before the close (it does in the uvicorn case), so a retried POST can run
+twice there; browsers resend on a stale keep-alive on the same terms. httpcore's trace
+hook tells a new connection from a reused one (only a new one starts with a
+``connection.connect_tcp`` event); the hook leaves the request after its first event, so
+tracing costs one call per request.
+
+The request body streams, so a retry needs the bytes already sent: they are kept (the
+chunks themselves, no copy) until the reply head arrives, up to ``_REPLAY_LIMIT`` (4 MiB).
+That covers the JSON bodies the API exchanges, even long chains the middleware expanded
+(which it holds in memory anyway); a body past the limit stops being kept and is not
+retried. The retry sends the kept chunks, then goes on reading from the client.
 """
 
 from __future__ import annotations
@@ -37,19 +59,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from typing import Any
 from urllib.parse import quote
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from . import _defaults
-from ._asgi import header, send_json
+from ._asgi import ClientGone, header, send_json
 from ._errors import error_body
 from ._extras import MISSING_PROXY_MESSAGE
 
 try:
     import anyio
+    import h11
     import httpx
 except ModuleNotFoundError as exc:
     raise ModuleNotFoundError(MISSING_PROXY_MESSAGE, name=exc.name) from exc
@@ -87,6 +110,11 @@ _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 #: below the 5 s keep-alive of uvicorn (vLLM) and llama.cpp, so an idle connection is
 #: dropped by us before the upstream closes it under a new request
 _KEEPALIVE_EXPIRY = 4.0
+_KEEPALIVE_CONNECTIONS = 64
+#: request body bytes kept, until the reply head arrives, to send again on a retry
+_REPLAY_LIMIT = 4 * 2**20
+#: how a kept-alive connection that was already dead fails before the reply head
+_DEAD_CONNECTION = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 #: Chunks httpcore already holds come without a pause, and a server's send does not
 #: pause either, so a fast stream could run on without the event loop ever seeing that
@@ -100,10 +128,6 @@ _YIELD_EVERY = 4
 _URL_SAFE = "/:@!$&'()*+,;=~%"
 
 Headers = list[tuple[bytes, bytes]]
-
-
-class _ClientGone(Exception):
-    """The client disconnected; nothing more is sent to it."""
 
 
 def _without_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
@@ -149,27 +173,30 @@ class ForwardingApp:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-        self._timeout_extension = {"timeout": timeout.as_dict()}
+        self._timeouts = timeout.as_dict()
         self._pool: httpx.AsyncHTTPTransport | None = None
+        self._retry_pool: httpx.AsyncHTTPTransport | None = None
 
     def pool(self) -> httpx.AsyncHTTPTransport:
         """The connection pool, made on first use (in the running event loop)."""
         if self._pool is None:
-            self._pool = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=None,
-                    max_keepalive_connections=64,
-                    keepalive_expiry=_KEEPALIVE_EXPIRY,
-                ),
-                socket_options=_SOCKET_OPTIONS,
-            )
+            self._pool = _transport(_KEEPALIVE_CONNECTIONS)
         return self._pool
+
+    def retry_pool(self) -> httpx.AsyncHTTPTransport:
+        """A pool that keeps no connection alive: each request through it opens a new
+        one. Retries go through it; made on first use."""
+        if self._retry_pool is None:
+            self._retry_pool = _transport(0)
+        return self._retry_pool
 
     async def aclose(self) -> None:
         """Close the pooled connections (a later request opens new ones)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.aclose()
+        pools = (self._pool, self._retry_pool)
+        self._pool = self._retry_pool = None
+        for pool in pools:
+            if pool is not None:
+                await pool.aclose()
 
     def upstream_url(self, scope: Any) -> str:
         """Where a request with this scope goes (see the module docstring)."""
@@ -203,22 +230,58 @@ class ForwardingApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def upstream_request(self, scope: Any, content: AsyncIterator[bytes] | None) -> httpx.Request:
-        """The upstream request for ``scope``, its body read from ``content``."""
+    def upstream_request(
+        self,
+        scope: Any,
+        content: AsyncIterable[bytes] | None,
+        extensions: dict[str, Any] | None = None,
+    ) -> httpx.Request:
+        """The upstream request for ``scope``, its body read from ``content``; the
+        timeouts are added to ``extensions`` (a dict of the caller's, or a new one)."""
         headers = _without_hop_by_hop(scope["headers"], _NOT_FORWARDED)
         headers.append((b"accept-encoding", b"identity"))
+        extensions = {} if extensions is None else extensions
+        extensions["timeout"] = self._timeouts
         # Built directly, not with client.build_request: no default headers are added.
         return httpx.Request(
             scope["method"],
             self.upstream_url(scope),
             headers=headers,
             content=content,
-            extensions=self._timeout_extension,
+            extensions=extensions,
         )
 
 
+def _transport(keepalive_connections: int) -> httpx.AsyncHTTPTransport:
+    return httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=keepalive_connections,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+        ),
+        socket_options=_SOCKET_OPTIONS,
+    )
+
+
+def _connection_was_dead(exc: httpx.TransportError) -> bool:
+    """Whether ``exc``, raised before the reply head was complete, says the connection
+    was dead. An error of the HTTP parser (h11) in its chain means reply bytes came;
+    for a connection closed with no reply httpcore raises its own, from nothing."""
+    if not isinstance(exc, _DEAD_CONNECTION):
+        return False
+    chained = exc.__cause__ or exc.__context__
+    while chained is not None:
+        if isinstance(chained, h11.RemoteProtocolError):
+            return False
+        chained = chained.__cause__ or chained.__context__
+    return True
+
+
 def _raw_route_path(scope: Any) -> bytes:
-    """The percent-encoded path the app routes on (``root_path`` removed)."""
+    """The percent-encoded path the app routes on (``root_path`` removed).
+
+    Not ``_asgi.route_path``, which gives the decoded ``path`` to match routes on: the
+    upstream must get the path as the client sent it (``%2F`` stays ``%2F``)."""
     root: str = scope.get("root_path", "")
     raw: bytes | None = scope.get("raw_path")
     if raw is None:
@@ -250,6 +313,8 @@ class _Exchange:
         self.watcher: asyncio.Task[None] | None = None
         self.client_gone = False
         self.finished = False  # the last body message is (being) sent to the client
+        self.extensions: dict[str, Any] = {"trace": self._trace}
+        self.reused: bool | None = None  # was the first attempt sent on a pooled connection
 
     async def run(self) -> None:
         try:
@@ -269,7 +334,7 @@ class _Exchange:
             return
         try:
             await self._relay(response)
-        except _ClientGone:
+        except ClientGone:
             pass
         finally:
             with anyio.CancelScope(shield=True):
@@ -283,13 +348,30 @@ class _Exchange:
             header(headers, b"content-length") not in (None, b"0")
             or header(headers, b"transfer-encoding") is not None
         )
-        body = self._request_body() if has_body else None
+        body = _ReplayableBody(self._request_body()) if has_body else None
         if body is None:
             self._watch_for_disconnect()
         try:
-            request = self.app.upstream_request(self.scope, body)
-            return await self.app.pool().handle_async_request(request)
-        except _ClientGone:
+            request = self.app.upstream_request(self.scope, body, self.extensions)
+            try:
+                response = await self.app.pool().handle_async_request(request)
+            except httpx.TransportError as exc:
+                if not (self.reused and _connection_was_dead(exc)):
+                    raise
+                if body is not None and not body.rewind():
+                    raise
+                logger.info(
+                    "%s %s: the kept-alive connection to %s was dead (%r); sending again",
+                    self.scope["method"],
+                    self.scope["path"],
+                    self.app.upstream,
+                    exc,
+                )
+                response = await self.app.retry_pool().handle_async_request(request)
+            if body is not None:
+                body.forget()
+            return response
+        except ClientGone:
             return None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             await self._fail(502, "upstream_unreachable", UNREACHABLE_MESSAGE, exc)
@@ -303,13 +385,21 @@ class _Exchange:
                     await body.aclose()  # a body left half read by a failed send
         return None
 
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook. Its first event names the connection: a new one
+        starts with ``connection.connect_tcp``, a pooled one with ``http11.*``. Then
+        the hook leaves the request, which is not traced further."""
+        if self.reused is None:
+            self.reused = not event.startswith("connection.")
+            self.extensions.pop("trace", None)
+
     async def _request_body(self) -> AsyncGenerator[bytes, None]:
         """The request body as the server delivers it; then watch for a disconnect."""
         while True:
             message: Any = await self.receive()
             if message["type"] == "http.disconnect":
                 self.client_gone = True
-                raise _ClientGone
+                raise ClientGone
             if message["type"] != "http.request":
                 continue
             chunk: bytes = message.get("body", b"")
@@ -373,7 +463,7 @@ class _Exchange:
             await self.send(message)
         except OSError as exc:  # how most servers report a client that went away
             self.client_gone = True
-            raise _ClientGone from exc
+            raise ClientGone from exc
 
     async def _fail(self, status: int, code: str, template: str, exc: httpx.HTTPError) -> None:
         detail = self.app.read_timeout if status == 504 else (str(exc) or type(exc).__name__)
@@ -384,3 +474,44 @@ class _Exchange:
             await send_json(self.send, status, error_body(message, "server_error", None, code))
         except OSError:
             self.client_gone = True
+
+
+class _ReplayableBody:
+    """The request body as the client sends it, keeping the chunks sent (up to
+    ``_REPLAY_LIMIT`` bytes) so that ``rewind`` can start it again for a retry."""
+
+    def __init__(self, chunks: AsyncGenerator[bytes, None]) -> None:
+        self._chunks = chunks
+        self._kept: list[bytes] | None = []
+        self._size = 0
+        self._position = 0  # kept chunks already sent by this attempt
+
+    def __aiter__(self) -> _ReplayableBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        kept = self._kept
+        if kept is not None and self._position < len(kept):
+            self._position += 1
+            return kept[self._position - 1]
+        chunk = await self._chunks.__anext__()
+        if kept is not None:
+            self._size += len(chunk)
+            if self._size > _REPLAY_LIMIT:
+                self._kept = None
+            else:
+                kept.append(chunk)
+                self._position += 1
+        return chunk
+
+    def rewind(self) -> bool:
+        """Start again from the first byte; ``False`` if the bytes sent were not kept."""
+        self._position = 0
+        return self._kept is not None
+
+    def forget(self) -> None:
+        """Stop keeping chunks (the reply has started: there is no retry any more)."""
+        self._kept = None
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
