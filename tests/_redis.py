@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -23,6 +21,8 @@ from ._servers import free_port
 __all__ = ["RedisServer", "flush", "redis_server"]
 
 REDIS_SERVER = "redis-server"
+#: what redis-server logs once it accepts connections
+READY = b"Ready to accept connections"
 
 
 class RedisServer:
@@ -35,7 +35,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self) -> None:
         executable = shutil.which(REDIS_SERVER)
         if executable is None:
             pytest.fail(f"{REDIS_SERVER} is not on PATH: apt-get install redis-server")
@@ -56,12 +56,15 @@ class RedisServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while not _answers_ping(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                output = self._stop_process()
-                raise RuntimeError(f"redis-server did not start on {self.port}:\n{output}")
-            time.sleep(0.01)
+        # Redis says when it listens; a server that cannot start exits, ending the output.
+        assert self.process.stdout is not None
+        said: list[bytes] = []
+        for line in self.process.stdout:
+            said.append(line)
+            if READY in line:
+                return
+        output = b"".join(said).decode(errors="replace") + self._stop_process()
+        raise RuntimeError(f"redis-server did not start on {self.port}:\n{output}")
 
     def stop(self) -> None:
         self._stop_process()
@@ -99,15 +102,6 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def flush(url: str) -> None:

@@ -62,21 +62,30 @@ def store(make_store: Callable[..., Store]) -> Store:
     return make_store()
 
 
+@pytest.fixture
+def memory_store() -> Store:
+    """For a test whose requests never reach the store (refused, passed through, failed
+    upstream): it runs once, not once per store kind."""
+    return MemoryStore()
+
+
 @asynccontextmanager
 async def sdk_client(
     app: Any, api_key: str = "sk-test", **headers: str
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     """The official SDK talking to ``app`` in process, chunks delivered as sent."""
-    async with httpx.AsyncClient(
-        transport=StreamingASGITransport(app), base_url="http://testserver", timeout=30
-    ) as http:
-        client = openai.AsyncOpenAI(
+    async with (
+        httpx.AsyncClient(
+            transport=StreamingASGITransport(app), base_url="http://testserver", timeout=30
+        ) as http,
+        openai.AsyncOpenAI(
             base_url="http://testserver/v1",
             api_key=api_key,
             http_client=http,
             max_retries=0,
             default_headers=headers or None,
-        )
+        ) as client,
+    ):
         yield client
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from state_middleware import MemoryStore, ResponsesStateMiddleware, TurnRecord
 
+from ._sync import soon
+
 pytestmark = pytest.mark.anyio
 
 SCOPE: dict[str, Any] = {
@@ -77,13 +79,27 @@ EVENTS = [
 
 
 class GatedApp:
-    """Sends one SSE event each time the test opens the gate."""
+    """Sends one SSE event each time the test opens the gate, then ends the body at the
+    next opening. ``parked`` is set while it waits at the gate, so everything it sent
+    before has been through ``send``."""
 
     def __init__(self, frames: list[bytes], split: bool = False) -> None:
         self.frames = frames
         self.split = split
         self.gate = asyncio.Semaphore(0)
+        self.parked = asyncio.Event()
         self.received: list[Any] = []
+
+    async def step(self) -> None:
+        """Open the gate once and return when the app waits at it again (or ended)."""
+        self.parked.clear()
+        self.gate.release()
+        await self.parked.wait()
+
+    async def _wait_at_the_gate(self) -> None:
+        self.parked.set()
+        await self.gate.acquire()
+        self.parked.clear()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.received.append(await receive())
@@ -95,14 +111,16 @@ class GatedApp:
             }
         )
         for data in self.frames:
-            await self.gate.acquire()
+            await self._wait_at_the_gate()
             if self.split:
                 middle = len(data) // 2
                 await send({"type": "http.response.body", "body": data[:middle], "more_body": True})
                 await send({"type": "http.response.body", "body": data[middle:], "more_body": True})
             else:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+        await self._wait_at_the_gate()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.parked.set()  # ended: nothing more to wait for
 
 
 class LoggingStore(MemoryStore):
@@ -116,25 +134,25 @@ class LoggingStore(MemoryStore):
 
 
 def body_receive(*chunks: bytes) -> Any:
+    """A ``receive`` giving ``chunks``, then waiting for ``receive.disconnect()``;
+    ``receive.waiting`` is set once someone waits there."""
     queue = [
         {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
         for i, c in enumerate(chunks)
     ]
     disconnected = asyncio.Event()
+    waiting = asyncio.Event()
 
     async def receive() -> Any:
         if queue:
             return queue.pop(0)
+        waiting.set()
         await disconnected.wait()
         return {"type": "http.disconnect"}
 
     receive.disconnect = disconnected.set  # type: ignore[attr-defined]
+    receive.waiting = waiting  # type: ignore[attr-defined]
     return receive
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -149,18 +167,19 @@ async def test_each_event_is_forwarded_before_the_app_produces_the_next(split: b
 
     receive = body_receive(b'{"model":"m",', b'"input":"hi","stream":true}')
     task = asyncio.ensure_future(middleware(dict(SCOPE), receive, send))
-    await settle()
+    await soon(app.parked.wait(), "the app starting its reply")
     assert [m["type"] for m in log] == ["http.response.start"]
     assert all(k != b"content-length" for k, _ in log[0]["headers"])
     for index, event in enumerate(EVENTS):
-        app.gate.release()
-        await settle()
+        await soon(app.step(), f"the app sending {event['type']}")
+        # The app waits at the gate again: what it sent is all the client may have.
         bodies = [
             m["body"] for m in log if isinstance(m, dict) and m["type"] == "http.response.body"
         ]
         text = b"".join(bodies)
         assert text.count(b"\n\n") == index + 1, f"event {event['type']} was held back"
-    await task
+    await soon(app.step(), "the app ending the body")
+    await soon(task, "the middleware returning")
     puts = [i for i, m in enumerate(log) if isinstance(m, tuple)]
     terminal = next(
         i
@@ -174,7 +193,7 @@ async def test_each_event_is_forwarded_before_the_app_produces_the_next(split: b
 
 async def test_ids_are_stamped_into_every_response_object_and_nothing_else_changes() -> None:
     app = GatedApp([frame(e) for e in EVENTS])
-    for _ in EVENTS:
+    for _ in range(len(EVENTS) + 1):  # every event, and the end of the body
         app.gate.release()
     sent: list[Any] = []
 
@@ -234,8 +253,14 @@ async def test_after_the_body_the_app_waits_on_the_real_receive() -> None:
     async def app(scope: Any, app_receive: Any, send: Any) -> None:
         seen.append(await app_receive())
         waiter = asyncio.ensure_future(app_receive())
-        await settle()
-        assert not waiter.done()  # no fake empty bodies, no premature disconnect
+        waiting = asyncio.ensure_future(receive.waiting.wait())
+        await soon(
+            asyncio.wait({waiter, waiting}, return_when=asyncio.FIRST_COMPLETED),
+            "the app's receive answering or reaching the server's",
+        )
+        # It reached the server's receive: no fake empty body, no premature disconnect.
+        assert waiting.done()
+        assert not waiter.done()
         receive.disconnect()
         seen.append(await waiter)
         await send(

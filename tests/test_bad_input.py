@@ -49,19 +49,19 @@ def assert_error(answer: httpx.Response, status: int, param: str | None) -> None
     ],
 )
 async def test_malformed_requests_get_400_and_never_reach_the_app(
-    store: Store, body: bytes, param: str | None
+    memory_store: Store, body: bytes, param: str | None
 ) -> None:
     upstream = ScriptedResponsesApp()
-    app = ResponsesStateMiddleware(upstream, store=store)
+    app = ResponsesStateMiddleware(upstream, store=memory_store)
     async with client_for(app) as http:
         answer = await http.post("/v1/responses", content=body)
     assert_error(answer, 400, param)
     assert upstream.requests == []
 
 
-async def test_oversized_bodies_get_413_whether_declared_or_streamed(store: Store) -> None:
+async def test_oversized_bodies_get_413_whether_declared_or_streamed(memory_store: Store) -> None:
     upstream = ScriptedResponsesApp()
-    app = ResponsesStateMiddleware(upstream, store=store, max_body_bytes=1000)
+    app = ResponsesStateMiddleware(upstream, store=memory_store, max_body_bytes=1000)
     body = b'{"model":"m","input":"' + b"x" * 2000 + b'"}'
 
     async def chunks() -> Any:
@@ -94,7 +94,7 @@ async def test_rewritten_requests_carry_a_correct_content_length(store: Store) -
     assert "transfer-encoding" not in received.headers
 
 
-async def test_other_routes_and_methods_pass_through_untouched(store: Store) -> None:
+async def test_other_routes_and_methods_pass_through_untouched(memory_store: Store) -> None:
     seen: list[tuple[str, str, bytes]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -106,7 +106,7 @@ async def test_other_routes_and_methods_pass_through_untouched(store: Store) -> 
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b"app:" + body})
 
-    wrapped = ResponsesStateMiddleware(app, store=store)
+    wrapped = ResponsesStateMiddleware(app, store=memory_store)
     async with client_for(wrapped) as http:
         for method, path in [
             ("GET", "/v1/responses"),
@@ -124,13 +124,13 @@ async def test_other_routes_and_methods_pass_through_untouched(store: Store) -> 
     assert len(seen) == 8
 
 
-async def test_non_http_scopes_reach_the_app_unchanged(store: Store) -> None:
+async def test_non_http_scopes_reach_the_app_unchanged(memory_store: Store) -> None:
     got: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         got.append((scope, receive, send))
 
-    wrapped = ResponsesStateMiddleware(app, store=store)
+    wrapped = ResponsesStateMiddleware(app, store=memory_store)
     for scope in ({"type": "lifespan"}, {"type": "websocket", "path": "/v1/responses"}):
 
         async def receive() -> Any:

@@ -7,9 +7,7 @@ Every assertion about the translated request is made on what the chat app receiv
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +28,7 @@ from state_middleware.testing._chat_app import (
     THINKING_MISSING_MESSAGE,
 )
 
+from ._sync import Gate, soon
 from .conftest import sdk_client, text_events
 
 pytestmark = pytest.mark.anyio
@@ -533,13 +532,12 @@ async def test_the_raw_stream_names_each_event_on_an_event_line() -> None:
     assert events[-1][0] == "response.completed"
 
 
-class SlowChatApp:
-    """A chat app that streams ``pieces`` with ``gap`` seconds between chunks."""
+class GatedChatApp:
+    """A chat app that streams ``pieces``, waiting at ``gate`` before each chunk."""
 
-    def __init__(self, pieces: list[str], gap: float) -> None:
+    def __init__(self, pieces: list[str]) -> None:
         self.pieces = pieces
-        self.gap = gap
-        self.sent: list[float] = []  # time.monotonic() of each content chunk
+        self.gate = Gate()
 
     @staticmethod
     def frame(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
@@ -552,11 +550,9 @@ class SlowChatApp:
             pass
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for number, piece in enumerate(self.pieces):
-            if number:
-                await asyncio.sleep(self.gap)
+        for piece in self.pieces:
+            await self.gate()
             body = self.frame({"content": piece})
-            self.sent.append(time.monotonic())
             await send({"type": "http.response.body", "body": body, "more_body": True})
         end = self.frame({}, "stop") + b"data: [DONE]\n\n"
         await send({"type": "http.response.body", "body": end, "more_body": False})
@@ -564,22 +560,29 @@ class SlowChatApp:
 
 async def test_deltas_reach_the_client_as_each_chat_chunk_arrives() -> None:
     pieces = ["one", " two", " three", " four", " five"]
-    chat = SlowChatApp(pieces, gap=0.1)
+    chat = GatedChatApp(pieces)
     app = ResponsesStateMiddleware(chat, upstream_api="chat")
-    arrivals: list[float] = []
+    deltas: list[str] = []
+    events: list[Any] = []
     async with sdk_client(app) as client:
         stream = await client.responses.create(model="m", input="slowly", stream=True)
-        async for event in stream:
-            if event.type == "response.output_text.delta":
-                arrivals.append(time.monotonic())
-            final = event
+
+        async def read_in_lock_step() -> None:
+            chat.gate.open()  # the first chunk
+            async for event in stream:
+                events.append(event)
+                if event.type == "response.output_text.delta":
+                    deltas.append(event.delta)
+                    # The chat app sends its next chunk only once this delta is in the
+                    # client's hands; buffered, the deltas would never come.
+                    assert chat.gate.passed == len(deltas)
+                    chat.gate.open()
+
+        await soon(read_in_lock_step(), "each delta reaching the client before the next chunk")
+    final = events[-1]
     assert final.type == "response.completed"
     assert final.response.output_text == "".join(pieces)
-    assert len(arrivals) == len(chat.sent) == len(pieces)
-    # Each delta is in the client's hands before the chat app sends its next chunk;
-    # buffered, they would all arrive after the last one.
-    assert all(arrivals[i] < chat.sent[i + 1] for i in range(len(pieces) - 1))
-    assert arrivals[-1] - arrivals[0] > 0.3
+    assert deltas == pieces
 
 
 async def test_a_chat_app_that_ignores_stream_still_gives_the_client_a_stream(

@@ -13,6 +13,7 @@ import pytest
 from state_middleware import MemoryStore, ResponsesStateMiddleware, TurnRecord
 from state_middleware.testing import ScriptedResponsesApp
 
+from ._sync import soon
 from .conftest import sdk_client
 
 
@@ -112,16 +113,22 @@ def test_delete_hides_a_record_but_keeps_it_for_descendants() -> None:
 
 
 def test_wait_returns_when_the_pending_turn_ends() -> None:
-    async def scenario() -> tuple[bool, bool]:
+    async def scenario() -> tuple[bool, bool, bool]:
         store = MemoryStore()
         await store.begin("o", "r")
-        waiter = asyncio.ensure_future(store.wait("o", "r", 5))
-        await asyncio.sleep(0.01)
-        assert not waiter.done()
-        await store.end("o", "r")
-        return await waiter, await store.wait("o", "r", 5)
+        waiter = asyncio.ensure_future(store.wait("o", "r", 3600))
 
-    assert run(scenario()) == (True, False)
+        async def end_the_turn() -> bool:
+            # Tasks take their first step in the order they were made: the wait has begun.
+            still_waiting = not waiter.done()
+            await store.end("o", "r")
+            return still_waiting
+
+        ender = asyncio.ensure_future(end_the_turn())
+        waited = await soon(waiter, "the wait returning once the turn ended")
+        return await ender, waited, await soon(store.wait("o", "r", 3600), "a wait, no mark")
+
+    assert run(scenario()) == (True, True, False)
 
 
 def test_bad_settings_are_refused() -> None:

@@ -8,13 +8,14 @@ The processes and their Redis are started once for the module.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import queue
 import subprocess
 import sys
 import threading
-import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis as redis_client
 
 from ._redis import RedisServer
-from ._servers import free_port
+from ._servers import free_port, listening, wait_until_serving
+from ._sync import HANG_GUARD
 
 pytestmark = pytest.mark.slow
 
@@ -65,17 +68,12 @@ class Replica:
                 stderr=subprocess.STDOUT,
             )
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    def wait_ready(self) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                httpx.get(f"{self.url}/v1/responses/resp_probe", timeout=1.0)
-                return
-            except httpx.TransportError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"replica did not start:\n{self.log.read_text()}") from None
-                time.sleep(0.05)
+        try:
+            wait_until_serving(lambda: listening(self.port), self.process, "replica")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log.read_text()}") from None
 
     def kill(self) -> None:
         """Crash: SIGKILL, no shutdown of any kind."""
@@ -94,7 +92,9 @@ class Replica:
             self.process = None
 
     def sdk(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="sk-test", max_retries=0)
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key="sk-test", max_retries=0, timeout=HANG_GUARD
+        )
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +167,10 @@ def test_a_replica_crashing_mid_chain_is_restarted_and_the_chain_goes_on(
 
 
 def test_a_follow_up_on_one_replica_waits_for_the_turn_streaming_on_the_other(
-    replicas: tuple[Replica, Replica],
+    redis: RedisServer, replicas: tuple[Replica, Replica]
 ) -> None:
     a, b = replicas
+    hold = f"hold:{uuid.uuid4().hex}"  # a holds its stream after response.created
     created: queue.Queue[str] = queue.Queue()
     completed: list[str] = []
     errors: list[BaseException] = []
@@ -178,7 +179,9 @@ def test_a_follow_up_on_one_replica_waits_for_the_turn_streaming_on_the_other(
         try:
             with (
                 a.sdk() as sdk,
-                sdk.responses.create(model="m", input="DELTAS:10 slow", stream=True) as stream,
+                sdk.responses.create(
+                    model="m", input="DELTAS:10", stream=True, extra_headers={"x-test-hold": hold}
+                ) as stream,
             ):
                 for event in stream:
                     if event.type == "response.created":
@@ -189,23 +192,44 @@ def test_a_follow_up_on_one_replica_waits_for_the_turn_streaming_on_the_other(
             errors.append(exc)
             created.put("")
 
-    thread = threading.Thread(target=stream_on_a)
-    thread.start()
+    follow_ups: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def follow_up_on_b(streaming_id: str) -> None:
+        try:
+            with b.sdk() as on_b:
+                follow_ups.set_result(
+                    on_b.responses.create(
+                        model="m", input="next", previous_response_id=streaming_id
+                    )
+                )
+        except BaseException as exc:  # pragma: no cover - reported below
+            follow_ups.set_exception(exc)
+
+    admin = redis_client.Redis.from_url(redis.url, socket_timeout=HANG_GUARD)
+    streaming = threading.Thread(target=stream_on_a)
+    streaming.start()
     try:
-        streaming_id = created.get(timeout=10)
+        streaming_id = created.get(timeout=HANG_GUARD)
         assert streaming_id
-        started = time.monotonic()
-        with b.sdk() as on_b:
-            follow_up = on_b.responses.create(
-                model="m", input="next", previous_response_id=streaming_id
-            )
-        waited = time.monotonic() - started
+        with admin.monitor() as monitor:
+            following = threading.Thread(target=follow_up_on_b, args=(streaming_id,))
+            following.start()
+            # B looks at the turn's pending mark; looking again means it saw it there.
+            looks = 0
+            while looks < 2:
+                command = monitor.next_command()["command"]
+                if command.startswith("EXISTS ") and command.endswith(f":{streaming_id}"):
+                    looks += 1
+        assert not follow_ups.done()
+        admin.lpush(hold, "go")  # a streams the rest and stores the turn
+        follow_up = follow_ups.result(timeout=HANG_GUARD)
     finally:
-        thread.join(20)
+        admin.lpush(hold, "go")
+        admin.close()
+        streaming.join(HANG_GUARD)
     assert not errors
     assert completed == [streaming_id]
     assert follow_up.output_text == "[3 items] next"
-    assert waited > 5 * DELAY  # it really waited for the stream to end
 
 
 def test_both_replicas_answer_503_while_redis_is_down_then_recover(
@@ -216,12 +240,11 @@ def test_both_replicas_answer_503_while_redis_is_down_then_recover(
         redis.stop()
         try:
             for sdk in (on_a, on_b):
-                started = time.monotonic()
+                # The SDK's timeout is the hang guard; the replicas answer at once.
                 with pytest.raises(openai.InternalServerError) as follow_up:
                     sdk.responses.create(model="m", input="again", previous_response_id=first.id)
                 with pytest.raises(openai.InternalServerError) as retrieve:
                     sdk.responses.retrieve(first.id)
-                assert time.monotonic() - started < 3.0
                 for caught in (follow_up.value, retrieve.value):
                     assert caught.status_code == 503
                     assert caught.type == "server_error"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -16,26 +15,33 @@ from state_middleware import ResponsesStateMiddleware, Store
 from state_middleware.testing import ScriptedResponsesApp
 
 from ._servers import serve
+from ._sync import HANG_GUARD, Gate, soon
 from .conftest import sdk_client
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_events_reach_the_client_while_the_app_is_still_streaming(store: Store) -> None:
-    upstream = ScriptedResponsesApp(delay=0.05)
-    app = ResponsesStateMiddleware(upstream, store=store)
-    arrivals: list[float] = []
+    gate = Gate()
+    app = ResponsesStateMiddleware(ScriptedResponsesApp(sleep=gate), store=store)
+    received: list[Any] = []
     async with sdk_client(app) as client:
-        start = time.monotonic()
         stream = await client.responses.create(
             model="m", input="one two three four five six seven eight", stream=True
         )
-        async for _event in stream:
-            arrivals.append(time.monotonic() - start)
-    # ~15 events 50 ms apart: had anything been collected first, they would arrive together.
-    assert len(arrivals) > 10
-    spread = arrivals[-1] - arrivals[0]
-    assert spread > 0.5 * 0.05 * (len(arrivals) - 1)
+
+        async def read_in_lock_step() -> None:
+            gate.open()  # the first event
+            async for event in stream:
+                received.append(event)
+                # The app sends the next event only when the client holds this one:
+                # had the middleware collected anything first, this would never end.
+                assert gate.passed == len(received)
+                gate.open()
+
+        await soon(read_in_lock_step(), "each event reaching the client before the next")
+    assert len(received) > 10
+    assert received[-1].type == "response.completed"
 
 
 async def test_stream_text_and_stored_response_agree(store: Store) -> None:
@@ -85,10 +91,10 @@ async def test_streams_without_a_successful_end_are_not_stored(
 
 
 async def test_upstream_errors_reach_the_client_byte_for_byte_and_store_nothing(
-    store: Store,
+    memory_store: Store,
 ) -> None:
     upstream = ScriptedResponsesApp()
-    app = ResponsesStateMiddleware(upstream, store=store)
+    app = ResponsesStateMiddleware(upstream, store=memory_store)
     body = b'{"model":"m","input":"FAIL:503","stream":true}'
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream), base_url="http://t") as bare,
@@ -104,8 +110,19 @@ async def test_upstream_errors_reach_the_client_byte_for_byte_and_store_nothing(
 async def test_a_client_that_disconnects_before_the_end_leaves_nothing_stored(
     store: Store,
 ) -> None:
-    upstream = ScriptedResponsesApp(delay=0.02)
-    app = ResponsesStateMiddleware(upstream, store=store)
+    gate = Gate()  # lets out the first event only
+    gate.open()
+    upstream = ScriptedResponsesApp(sleep=gate)
+    finished = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await middleware(scope, receive, send)
+        finally:
+            if scope["type"] == "http" and scope["method"] == "POST":
+                finished.set()
+
+    middleware = ResponsesStateMiddleware(upstream, store=store)
     async with sdk_client(app) as client:
         stream = await client.responses.create(
             model="m", input="a b c d e f g h i j k l", stream=True
@@ -117,14 +134,31 @@ async def test_a_client_that_disconnects_before_the_end_leaves_nothing_stored(
         await stream.close()
         assert first is not None
         turn_id = first.response.id
-        await asyncio.sleep(0.5)  # let the app run on as far as it would
+        await soon(finished.wait(), "the middleware ending the turn the client left")
+        gate.open(100)  # were the app still running, it would now run to its end
         with pytest.raises(openai.NotFoundError):
             await client.responses.retrieve(turn_id)
 
 
+def watch_waits(store: Store) -> asyncio.Queue[tuple[str, float]]:
+    """Report each ``store.wait`` as it starts: (response id, timeout)."""
+    waits: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+    wait = store.wait
+
+    async def reported_wait(owner: str, response_id: str, timeout: float) -> bool:
+        waits.put_nowait((response_id, timeout))
+        return await wait(owner, response_id, timeout)
+
+    store.wait = reported_wait  # type: ignore[method-assign]
+    return waits
+
+
 async def test_a_follow_up_naming_a_running_stream_waits_for_it(store: Store) -> None:
-    upstream = ScriptedResponsesApp(delay=0.05)
-    app = ResponsesStateMiddleware(upstream, store=store, pending_timeout=10)
+    gate = Gate()  # holds the stream after its first event
+    gate.open()
+    upstream = ScriptedResponsesApp(sleep=gate)
+    waits = watch_waits(store)
+    app = ResponsesStateMiddleware(upstream, store=store, pending_timeout=3600)
     async with sdk_client(app) as client:
         stream = await client.responses.create(
             model="m", input="slow one two three four", stream=True
@@ -135,26 +169,34 @@ async def test_a_follow_up_naming_a_running_stream_waits_for_it(store: Store) ->
                 model="m", input="next", previous_response_id=created.response.id
             )
         )
+        waited_for, _ = await soon(waits.get(), "the follow-up waiting for the turn")
+        assert waited_for == created.response.id
+        assert not follow_up.done()
+        gate.open(100)  # the rest of the stream
         async for _ in stream:
             pass
-        result = await follow_up
+        result = await soon(follow_up, "the follow-up going on after the turn ended")
     assert result.output_text == "[3 items] next"
 
 
 async def test_a_follow_up_gives_up_waiting_after_the_pending_timeout(store: Store) -> None:
-    upstream = ScriptedResponsesApp(delay=0.3)
+    gate = Gate()  # holds the stream after its first event, for good
+    gate.open()
+    upstream = ScriptedResponsesApp(sleep=gate)
+    waits = watch_waits(store)
     app = ResponsesStateMiddleware(upstream, store=store, pending_timeout=0.2)
     async with sdk_client(app) as client:
         stream = await client.responses.create(model="m", input="a b c d e f", stream=True)
         created = await stream.__anext__()
-        started = time.monotonic()
         with pytest.raises(openai.BadRequestError):
-            await client.responses.create(
-                model="m", input="next", previous_response_id=created.response.id
+            await soon(
+                client.responses.create(
+                    model="m", input="next", previous_response_id=created.response.id
+                ),
+                "the follow-up giving up on a turn that never ends",
             )
-        waited = time.monotonic() - started
         await stream.close()
-    assert 0.15 < waited < 2.0
+    assert waits.get_nowait() == (created.response.id, 0.2)  # it waited, that long
 
 
 def test_next_turn_sent_the_moment_the_terminal_event_arrives_finds_the_turn(
@@ -185,18 +227,21 @@ def test_next_turn_sent_the_moment_the_terminal_event_arrives_finds_the_turn(
 
 
 def test_streamed_chunks_leave_uvicorn_as_the_app_sends_them(store: Store) -> None:
-    upstream = ScriptedResponsesApp(delay=0.1)
-    app = ResponsesStateMiddleware(upstream, store=store)
-    arrivals: list[float] = []
+    gate = Gate()
+    app = ResponsesStateMiddleware(ScriptedResponsesApp(sleep=gate), store=store)
+    frames = 0
+    # The read timeout is the hang guard: a held-back chunk would never come.
     with serve(app) as base, httpx.Client(base_url=base, timeout=10) as http:
-        start = time.monotonic()
+        gate.open()  # the first event
         with http.stream(
             "POST", "/v1/responses", json={"model": "m", "input": "a b c d", "stream": True}
         ) as response:
-            for _chunk in response.iter_raw():
-                arrivals.append(time.monotonic() - start)
-    assert len(arrivals) >= 8
-    assert arrivals[-1] - arrivals[0] > 0.5
+            for chunk in response.iter_raw():
+                frames += chunk.count(b"\n\n")
+                # The app sends the next event only once this one came over the socket.
+                assert gate.passed == frames
+                gate.open()
+    assert frames >= 8
 
 
 def test_threads_can_share_one_middleware(store: Store) -> None:
@@ -255,7 +300,7 @@ def test_a_client_leaving_is_noticed_even_when_the_app_never_listens(store: Stor
                 "body": b"event: response.created\ndata: " + json.dumps(created).encode() + b"\n\n",
             }
         )
-        await asyncio.sleep(0.6)  # the client leaves meanwhile
+        await client_left.wait()  # the middleware has seen the client leave
         done = {
             "type": "response.completed",
             "sequence_number": 1,
@@ -275,7 +320,19 @@ def test_a_client_leaving_is_noticed_even_when_the_app_never_listens(store: Stor
         )
         finished.set()
 
-    app = ResponsesStateMiddleware(deaf_app, store=store)
+    client_left = asyncio.Event()
+    middleware = ResponsesStateMiddleware(deaf_app, store=store)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def watched_receive() -> Any:
+            message = await receive()  # only the middleware calls it: the app never does
+            if message["type"] == "http.disconnect":
+                # Set after the middleware's own callbacks on this message have run.
+                asyncio.get_running_loop().call_soon(client_left.set)
+            return message
+
+        await middleware(scope, watched_receive, send)
+
     with serve(app) as base:
         with (
             httpx.Client(base_url=base, timeout=10) as http,
@@ -287,7 +344,7 @@ def test_a_client_leaving_is_noticed_even_when_the_app_never_listens(store: Stor
                 if line.startswith("data: "):
                     first_id.append(json.loads(line[6:])["response"]["id"])
                     break
-        assert finished.wait(5)
+        assert finished.wait(HANG_GUARD), "the middleware never saw the client leave"
         with httpx.Client(base_url=base, timeout=10) as http:
             fetched = http.get(f"/v1/responses/{first_id[0]}")
     assert fetched.status_code == 404

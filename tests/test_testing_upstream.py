@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from state_middleware.testing import ReceivedRequest, ScriptedResponsesApp, Stre
 from state_middleware.testing._common import sse_frame
 from state_middleware.testing._responses_app import PREVIOUS_RESPONSE_ID_MESSAGE
 
+from ._sync import Gate, soon
 from .conftest import text_events
 
 pytestmark = pytest.mark.anyio
@@ -425,17 +425,41 @@ def test_sse_frame_has_an_event_line_and_compact_json_data() -> None:
 
 
 async def test_transport_hands_over_each_event_as_soon_as_it_is_sent() -> None:
-    app = ScriptedResponsesApp(delay=0.2)
+    gate = Gate()
+    app = ScriptedResponsesApp(sleep=gate)
     app.script.append({"text": "hi", "cut_after": 5})
+    received = 0
     async with sdk_client(app) as client:
-        started = time.monotonic()
-        stream = await client.responses.create(model="m", input="x", stream=True)
-        returned = time.monotonic() - started
-        arrivals = [time.monotonic() - started async for _ in stream]
-    assert len(arrivals) == 5
-    assert returned < arrivals[0]
-    assert arrivals[-1] - arrivals[0] > 0.3
-    assert arrivals[0] < arrivals[-1] / 2
+        stream = await soon(
+            client.responses.create(model="m", input="x", stream=True),
+            "the reply starting before any event is sent",
+        )
+        assert gate.passed == 0
+
+        async def read_in_lock_step() -> None:
+            nonlocal received
+            gate.open()
+            async for _ in stream:
+                received += 1
+                assert gate.passed == received  # the app waits for this one to arrive
+                gate.open()
+
+        await soon(read_in_lock_step(), "each event arriving before the next is sent")
+    assert received == 5
+
+
+async def test_the_delay_before_each_event_is_handed_to_the_sleep_given() -> None:
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    app = ScriptedResponsesApp(delay=0.25, sleep=sleep)
+    app.script.append({"text": "hi", "cut_after": 3})
+    sent = await call_asgi(app, http_scope(), b'{"model":"m","input":"x","stream":true}')
+    assert sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent).count(b"\n\n") == 3
+    assert delays == [0.25, 0.25, 0.25]
 
 
 async def test_closing_the_response_early_delivers_disconnect_to_the_app() -> None:
@@ -463,9 +487,17 @@ async def test_closing_the_response_early_delivers_disconnect_to_the_app() -> No
     assert isinstance(seen[2], OSError)
 
 
-async def test_scripted_app_stops_quietly_when_the_client_leaves_mid_stream() -> None:
+@pytest.mark.parametrize("paced_by", ["delay", "sleep given"])
+async def test_scripted_app_stops_quietly_when_the_client_leaves_mid_stream(
+    paced_by: str,
+) -> None:
     outcome: list[str] = []
-    scripted = ScriptedResponsesApp(delay=0.2)
+    gate = Gate()  # opened once: the first event, then never again
+    gate.open()
+    if paced_by == "delay":
+        scripted = ScriptedResponsesApp(delay=0.2)
+    else:
+        scripted = ScriptedResponsesApp(sleep=gate)  # the disconnect cuts the sleep short
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -480,7 +512,7 @@ async def test_scripted_app_stops_quietly_when_the_client_leaves_mid_stream() ->
         async for event in stream:
             assert event.type == "response.created"
             break
-        await stream.close()
+        await soon(stream.close(), "the app returning while it waits for the next event")
     assert outcome == ["returned"]
 
 

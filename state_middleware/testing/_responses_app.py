@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -114,6 +114,7 @@ class ScriptedResponsesApp:
         delay: float = 0.0,
         model: str = "scripted-model",
         answer_as: str = "asked",
+        sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
         if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay}")
@@ -122,6 +123,11 @@ class ScriptedResponsesApp:
         self.answer_as = answer_as
         self.route = prefix.rstrip("/") + "/responses"
         self.delay = delay
+        #: awaited with ``delay`` before each streamed event instead of waiting on the
+        #: loop's clock (a test passes a gate to let events out one by one); when given it
+        #: is awaited before every event, even with ``delay`` 0, and a disconnect cuts it
+        #: short
+        self.sleep = sleep
         self.model = model
         self.requests: list[ReceivedRequest] = []
         self.script: collections.deque[ScriptEntry] = collections.deque()
@@ -251,7 +257,9 @@ class _Responder:
         disconnected = asyncio.ensure_future(self._wait_for_disconnect())
         try:
             for index, event in enumerate(events):
-                if self.app.delay:
+                if self.app.sleep is not None:
+                    await self._sleep_unless(disconnected)
+                elif self.app.delay:
                     await asyncio.wait({disconnected}, timeout=self.app.delay)
                 elif index % 16 == 15:
                     await asyncio.sleep(0)  # let the disconnect watcher run now and then
@@ -265,6 +273,18 @@ class _Responder:
             await asyncio.wait({disconnected})
             if not disconnected.cancelled():
                 disconnected.exception()  # retrieve it, so asyncio never logs it
+
+    async def _sleep_unless(self, disconnected: asyncio.Task[None]) -> None:
+        """Await the app's ``sleep``, or the disconnect if it comes first."""
+        assert self.app.sleep is not None
+        sleeping = asyncio.ensure_future(self.app.sleep(self.app.delay))
+        try:
+            await asyncio.wait({disconnected, sleeping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            await asyncio.wait({sleeping})
+        if not sleeping.cancelled():
+            sleeping.result()  # what a failing sleep raised is the test's to see
 
     async def _wait_for_disconnect(self) -> None:
         while (await self.receive())["type"] != "http.disconnect":
