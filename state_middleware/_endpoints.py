@@ -10,8 +10,8 @@ from asgiref.typing import ASGISendCallable
 
 from ._asgi import send_api_error, send_json
 from ._errors import ApiError, response_not_found, store_unavailable
-from ._ids import ID_PATTERN, derived_item_id
-from ._record import TurnRecord, response_with_output
+from ._ids import ID_PATTERN
+from ._record import OUTPUT_POSITION, TurnRecord, listed_item, response_with_output
 from ._store import Store, StoreError
 
 __all__ = ["delete_response", "get_response", "list_input_items"]
@@ -131,26 +131,8 @@ def context_items(chain: list[TurnRecord]) -> list[dict[str, Any]]:
     last = len(chain) - 1
     for index, record in enumerate(chain):
         for position, item in enumerate(_list_decoder.decode(record.input_items)):
-            items.append(_listed(item, record.id, position))
+            items.append(listed_item(item, record.id, position))
         if index < last:
             for position, item in enumerate(_list_decoder.decode(record.output_items)):
-                items.append(_listed(item, record.id, 1_000_000 + position))
+                items.append(listed_item(item, record.id, OUTPUT_POSITION + position))
     return items
-
-
-def _listed(item: dict[str, Any], response_id: str, position: int) -> dict[str, Any]:
-    item_type = item.get("type", "message")
-    listed = dict(item)
-    if listed.get("id") is None:
-        listed.pop("id", None)
-        listed = {"id": derived_item_id(response_id, position, item_type), **listed}
-    if item_type == "message":
-        listed["type"] = "message"
-        content = listed.get("content")
-        if isinstance(content, str):
-            if listed.get("role") == "assistant":
-                part = {"type": "output_text", "text": content, "annotations": []}
-            else:
-                part = {"type": "input_text", "text": content}
-            listed["content"] = [part]
-    return listed

@@ -6,7 +6,14 @@ import hashlib
 import re
 import secrets
 
-__all__ = ["ID_PATTERN", "derived_item_id", "new_response_id"]
+__all__ = [
+    "ID_PATTERN",
+    "derived_item_id",
+    "item_id_prefix",
+    "new_conversation_id",
+    "new_item_id",
+    "new_response_id",
+]
 
 #: what OpenAI accepts in an id: letters, digits, underscores, dashes
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -18,12 +25,41 @@ _ITEM_PREFIX = {
     "reasoning": "rs",
     "custom_tool_call": "ctc",
     "custom_tool_call_output": "ctco",
+    "compaction": "cmp",
+    "web_search_call": "ws",
+    "file_search_call": "fs",
+    "computer_call": "cu",
+    "computer_call_output": "cuo",
+    "image_generation_call": "ig",
+    "code_interpreter_call": "ci",
+    "local_shell_call": "lsh",
+    "local_shell_call_output": "lsho",
+    "mcp_list_tools": "mcpl",
+    "mcp_approval_request": "mcpr",
+    "mcp_approval_response": "mcpa",
+    "mcp_call": "mcp",
 }
 
 
 def new_response_id() -> str:
     """``resp_`` and 192 random bits in hex."""
     return "resp_" + secrets.token_hex(24)
+
+
+def new_conversation_id() -> str:
+    """``conv_`` and 192 random bits in hex (48 characters, as OpenAI's)."""
+    return "conv_" + secrets.token_hex(24)
+
+
+def item_id_prefix(item_type: str) -> str:
+    """The prefix OpenAI gives ids of items of this type (``msg`` for messages, ``fc``
+    for function calls, ...), ``item`` for a type it has none for."""
+    return _ITEM_PREFIX.get(item_type, "item")
+
+
+def new_item_id(item_type: str) -> str:
+    """A fresh id for an item of this type: its prefix and 192 random bits."""
+    return f"{item_id_prefix(item_type)}_{secrets.token_hex(24)}"
 
 
 def derived_item_id(response_id: str, position: int, item_type: str) -> str:
@@ -33,4 +69,4 @@ def derived_item_id(response_id: str, position: int, item_type: str) -> str:
     turn twice gives the same ids (pagination with ``after`` relies on that).
     """
     digest = hashlib.blake2b(f"{response_id}:{position}".encode(), digest_size=16).hexdigest()
-    return f"{_ITEM_PREFIX.get(item_type, 'item')}_{digest}"
+    return f"{item_id_prefix(item_type)}_{digest}"

@@ -8,55 +8,106 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from cachetools import TTLCache
+from cachetools import TLRUCache
 
 from . import _defaults
-from ._record import TurnRecord
-from ._store import StoreError
+from ._record import ConversationRecord, TurnRecord, record_item_ids, record_items
+from ._store import ItemsMissing, NewItem, StoreError
 
 __all__ = ["MemoryStore"]
 
 _MAX_DEPTH = 1_000_000  # guards a corrupted parent loop, far beyond any real chain
 
-#: the cache holds turns and notes side by side: (kind, owner, id)
+#: the cache holds every kind of entry side by side: (kind, owner, id)
 Key = tuple[str, str, str]
 _TURN = "turn"
 _NOTE = "note"
+_ITEM = "item"
+_CONVERSATION = "conversation"
 
 
-class _Note:
-    """A small per-owner note (``Store.remember``), bounded and expired like turns."""
+class _Value:
+    """What every cache entry has: its own size, its TTL, when it was last refreshed."""
 
-    __slots__ = ("size", "value")
+    __slots__ = ("refreshed", "size", "ttl")
 
-    def __init__(self, key: str, value: bytes) -> None:
-        self.value = value
-        self.size = len(key) + len(value) + 16
-
-
-class _Entry:
-    __slots__ = ("children", "deleted", "record", "refreshed")
-
-    def __init__(self, record: TurnRecord, now: float) -> None:
-        self.record = record
-        self.deleted = False
-        self.children = 0
+    def __init__(self, size: int, ttl: float, now: float) -> None:
+        self.size = size
+        self.ttl = ttl
         self.refreshed = now
 
 
-def _entry_size(entry: _Entry | _Note) -> int:
-    return entry.size if isinstance(entry, _Note) else entry.record.size
+class _Entry(_Value):
+    """A stored turn."""
+
+    __slots__ = ("children", "deleted", "kept", "record")
+
+    def __init__(self, record: TurnRecord, ttl: float, now: float) -> None:
+        super().__init__(record.size, ttl, now)
+        self.record = record
+        self.deleted = False
+        self.children = 0
+        self.kept = False  # a conversation names its items: never dropped on delete
+
+
+class _Note(_Value):
+    """A small per-owner note (``Store.remember``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, key: str, value: bytes, ttl: float, now: float) -> None:
+        super().__init__(len(key) + len(value) + 16, ttl, now)
+        self.value = value
+
+
+class _Item(_Value):
+    """Where an item id is found: in a stored turn (``response_id``), or kept here as
+    JSON (``value``: an item added to a conversation by the API)."""
+
+    __slots__ = ("response_id", "value")
+
+    def __init__(
+        self, item_id: str, response_id: str | None, value: bytes | None, ttl: float, now: float
+    ) -> None:
+        size = len(item_id) + len(response_id or "") + len(value or b"") + 16
+        super().__init__(size, ttl, now)
+        self.response_id = response_id
+        self.value = value
+
+
+class _Conversation(_Value):
+    __slots__ = ("ids", "record")
+
+    def __init__(self, record: ConversationRecord, ids: list[str], ttl: float, now: float) -> None:
+        super().__init__(record.size, ttl, now)
+        self.record = record
+        self.ids = ids
+
+    def resize(self) -> None:
+        self.size = self.record.size + sum(len(item_id) + 8 for item_id in self.ids)
+
+
+def _size(value: _Value) -> int:
+    return value.size
+
+
+def _expires(_key: Key, value: _Value, now: float) -> float:
+    return now + value.ttl
 
 
 class MemoryStore:
-    """Turns kept in this process (a ``cachetools.TTLCache`` sized in bytes).
+    """Turns and conversations kept in this process (a ``cachetools.TLRUCache`` sized in
+    bytes).
 
-    ``max_bytes`` bounds the items and response objects kept; the least recently used
-    turns are evicted past it. ``ttl`` is sliding: loading or extending a chain
-    refreshes every turn in it (to within ``ttl / 64``: a turn refreshed more recently
-    than that is left as it is, which keeps long chains cheap). A chain with an evicted
-    or expired turn is reported as missing, never replayed in part. ``timer`` is
-    injectable for tests.
+    ``max_bytes`` bounds everything kept (items, response objects, conversations and
+    their item lists); the least recently used entries are evicted past it. ``ttl`` is
+    sliding: loading or extending a chain refreshes every turn in it (to within
+    ``ttl / 64``: a turn refreshed more recently than that is left as it is, which keeps
+    long chains cheap). A chain with an evicted or expired turn is reported as missing,
+    never replayed in part; so is a conversation with an evicted item.
+    ``conversation_ttl`` (default: ``ttl``) is the sliding TTL of conversations, and of
+    the items and turns they name while they are in use. ``timer`` is injectable for
+    tests.
     """
 
     def __init__(
@@ -64,19 +115,24 @@ class MemoryStore:
         max_bytes: int = _defaults.MEMORY_MAX_BYTES,
         ttl: float = _defaults.MEMORY_TTL,
         *,
+        conversation_ttl: float | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_bytes <= 0 or ttl <= 0:
-            raise ValueError("max_bytes and ttl must be positive")
+        if conversation_ttl is None:
+            conversation_ttl = ttl
+        if max_bytes <= 0 or ttl <= 0 or conversation_ttl <= 0:
+            raise ValueError("max_bytes, ttl and conversation_ttl must be positive")
         self.max_bytes = max_bytes
         self.ttl = ttl
+        self.conversation_ttl = conversation_ttl
         self._timer = timer
-        self._refresh_after = ttl / 64
-        self._cache: TTLCache[Key, _Entry | _Note] = TTLCache(
-            maxsize=max_bytes, ttl=ttl, timer=timer, getsizeof=_entry_size
+        self._refresh_after = min(ttl, conversation_ttl) / 64
+        self._cache: TLRUCache[Key, _Value] = TLRUCache(
+            maxsize=max_bytes, ttu=_expires, timer=timer, getsizeof=_size
         )
         self._lock = threading.RLock()
         self._pending: dict[tuple[str, str], asyncio.Event] = {}
+        self._locks: dict[tuple[str, str], tuple[str, float]] = {}
 
     @property
     def size(self) -> int:
@@ -85,20 +141,32 @@ class MemoryStore:
             self._cache.expire()
             return int(self._cache.currsize)
 
-    async def put(self, owner: str, record: TurnRecord) -> None:
+    # -- turns ------------------------------------------------------------------------
+    async def put(self, owner: str, record: TurnRecord, *, conversation: str | None = None) -> None:
         if record.size > self.max_bytes:
             raise StoreError(
                 f"response {record.id} ({record.size} bytes) exceeds the store's "
                 f"max_bytes ({self.max_bytes})"
             )
+        item_ids = record_item_ids(record)
         with self._lock:
+            now = self._timer()
             if record.parent_id is not None:
                 # Refresh the ancestors first, so making room evicts something else.
                 self._touch(owner, record.parent_id)
                 parent = self._turn(owner, record.parent_id)
                 if parent is not None:
                     parent.children += 1
-            self._cache[(_TURN, owner, record.id)] = _Entry(record, self._timer())
+            talk = self._conversation(owner, conversation) if conversation else None
+            ttl = max(self.ttl, self.conversation_ttl) if talk is not None else self.ttl
+            entry = _Entry(record, ttl, now)
+            entry.kept = talk is not None
+            self._cache[(_TURN, owner, record.id)] = entry
+            for item_id in item_ids:
+                self._set(_ITEM, owner, item_id, _Item(item_id, record.id, None, ttl, now))
+            if talk is not None and conversation is not None:
+                talk.ids.extend(item_ids)
+                self._store_conversation(owner, talk)
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None:
         with self._lock:
@@ -134,8 +202,9 @@ class MemoryStore:
                 return False
             entry.deleted = True
             # Drop tombstones nothing depends on any more, walking up the chain.
-            while entry is not None and entry.deleted and entry.children == 0:
+            while entry is not None and entry.deleted and entry.children == 0 and not entry.kept:
                 del self._cache[key]
+                self._forget_items(owner, entry.record)
                 parent_id = entry.record.parent_id
                 if parent_id is None:
                     break
@@ -161,12 +230,12 @@ class MemoryStore:
             await asyncio.wait_for(event.wait(), timeout)
         return True
 
+    # -- notes ------------------------------------------------------------------------
     async def remember(self, owner: str, notes: Mapping[str, bytes]) -> None:
         with self._lock:
+            now = self._timer()
             for key, value in notes.items():
-                note = _Note(key, value)
-                if note.size <= self.max_bytes:
-                    self._cache[(_NOTE, owner, key)] = note
+                self._set(_NOTE, owner, key, _Note(key, value, self.ttl, now))
 
     async def recall(self, owner: str, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -177,9 +246,180 @@ class MemoryStore:
                     found[key] = note.value
         return found
 
+    # -- items ------------------------------------------------------------------------
+    async def get_items(self, owner: str, ids: Sequence[str]) -> dict[str, bytes]:
+        with self._lock:
+            return self._items(owner, ids, strict=False)
+
+    # -- conversations ----------------------------------------------------------------
+    async def create_conversation(
+        self, owner: str, conversation: ConversationRecord, items: Sequence[NewItem]
+    ) -> None:
+        with self._lock:
+            talk = _Conversation(conversation, [], self.conversation_ttl, self._timer())
+            self._add(owner, talk, items)
+            self._store_conversation(owner, talk)
+
+    async def get_conversation(self, owner: str, conversation_id: str) -> ConversationRecord | None:
+        with self._lock:
+            talk = self._conversation(owner, conversation_id)
+            return None if talk is None else talk.record
+
+    async def update_conversation(
+        self, owner: str, conversation_id: str, metadata: bytes
+    ) -> ConversationRecord | None:
+        with self._lock:
+            talk = self._conversation(owner, conversation_id)
+            if talk is None:
+                return None
+            old = talk.record
+            talk.record = ConversationRecord(old.id, old.created_at, metadata)
+            self._store_conversation(owner, talk)
+            return talk.record
+
+    async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
+        with self._lock:
+            return self._cache.pop((_CONVERSATION, owner, conversation_id), None) is not None
+
+    async def conversation_items(
+        self, owner: str, conversation_id: str
+    ) -> list[tuple[str, bytes]] | None:
+        with self._lock:
+            talk = self._conversation(owner, conversation_id)
+            if talk is None:
+                return None
+            found = self._items(owner, talk.ids, strict=True)
+            return [(item_id, found[item_id]) for item_id in talk.ids]
+
+    async def add_items(self, owner: str, conversation_id: str, items: Sequence[NewItem]) -> bool:
+        with self._lock:
+            talk = self._conversation(owner, conversation_id)
+            if talk is None:
+                return False
+            self._add(owner, talk, items)
+            self._store_conversation(owner, talk)
+            return True
+
+    async def remove_item(self, owner: str, conversation_id: str, item_id: str) -> bool:
+        with self._lock:
+            talk = self._conversation(owner, conversation_id)
+            if talk is None or item_id not in talk.ids:
+                return False
+            talk.ids.remove(item_id)
+            self._store_conversation(owner, talk)
+            return True
+
+    async def lock_conversation(
+        self, owner: str, conversation_id: str, token: str, lease: float
+    ) -> bool:
+        now = self._timer()
+        key = (owner, conversation_id)
+        held = self._locks.get(key)
+        if held is not None and held[0] != token and held[1] > now:
+            return False
+        self._locks[key] = (token, now + lease)
+        return True
+
+    async def unlock_conversation(self, owner: str, conversation_id: str, token: str) -> None:
+        key = (owner, conversation_id)
+        held = self._locks.get(key)
+        if held is not None and held[0] == token:
+            del self._locks[key]
+
+    # -- inside the lock ----------------------------------------------------------------
+    def _set(self, kind: str, owner: str, key: str, value: _Value) -> None:
+        if value.size <= self.max_bytes:
+            self._cache[(kind, owner, key)] = value
+
     def _turn(self, owner: str, response_id: str) -> _Entry | None:
         entry = self._cache.get((_TURN, owner, response_id))
         return entry if isinstance(entry, _Entry) else None
+
+    def _conversation(self, owner: str, conversation_id: str) -> _Conversation | None:
+        talk = self._cache.get((_CONVERSATION, owner, conversation_id))
+        if not isinstance(talk, _Conversation):
+            return None
+        self._refresh((_CONVERSATION, owner, conversation_id), self._timer())
+        return talk
+
+    def _store_conversation(self, owner: str, talk: _Conversation) -> None:
+        """(Re)insert a conversation after a change: its size is counted anew, its TTL
+        restarts, and so does the TTL of every item and turn it names."""
+        talk.resize()
+        if talk.size > self.max_bytes:
+            raise StoreError(f"conversation {talk.record.id} exceeds the store's max_bytes")
+        now = self._timer()
+        talk.refreshed = now
+        self._cache[(_CONVERSATION, owner, talk.record.id)] = talk
+        self._keep_items(owner, talk.ids, now)
+
+    def _keep_items(self, owner: str, ids: Sequence[str], now: float) -> None:
+        """The items a conversation names live at least as long as it does."""
+        ttl = max(self.ttl, self.conversation_ttl)
+        for item_id in dict.fromkeys(ids):
+            ref = self._cache.get((_ITEM, owner, item_id))
+            if not isinstance(ref, _Item):
+                continue
+            if ref.ttl < ttl or now - ref.refreshed >= self._refresh_after:
+                ref.ttl, ref.refreshed = ttl, now
+                self._cache[(_ITEM, owner, item_id)] = ref
+            if ref.response_id is not None:
+                entry = self._turn(owner, ref.response_id)
+                if entry is not None:
+                    entry.kept = True
+                    if entry.ttl < ttl or now - entry.refreshed >= self._refresh_after:
+                        entry.ttl, entry.refreshed = ttl, now
+                        self._cache[(_TURN, owner, ref.response_id)] = entry
+
+    def _add(self, owner: str, talk: _Conversation, items: Sequence[NewItem]) -> None:
+        """Append items to a conversation, all or none."""
+        referenced = [item_id for item_id, value in items if value is None]
+        missing = set(referenced) - set(self._items(owner, referenced, strict=False))
+        if missing:
+            raise ItemsMissing(f"no stored item with id {sorted(missing)[0]!r}")
+        now = self._timer()
+        kept = [
+            (item_id, _Item(item_id, None, value, self.conversation_ttl, now))
+            for item_id, value in items
+            if value is not None
+        ]
+        if any(item.size > self.max_bytes for _, item in kept):
+            raise StoreError("an item exceeds the store's max_bytes")
+        for item_id, item in kept:
+            self._cache[(_ITEM, owner, item_id)] = item
+        talk.ids.extend(item_id for item_id, _ in items)
+
+    def _items(self, owner: str, ids: Sequence[str], *, strict: bool) -> dict[str, bytes]:
+        """The JSON of each id found; with ``strict``, ``ItemsMissing`` unless all are."""
+        found: dict[str, bytes] = {}
+        turns: dict[str, dict[str, bytes]] = {}
+        for item_id in ids:
+            if item_id in found:
+                continue
+            ref = self._cache.get((_ITEM, owner, item_id))
+            value: bytes | None = None
+            if isinstance(ref, _Item):
+                if ref.value is not None:
+                    value = ref.value
+                elif ref.response_id is not None:
+                    if ref.response_id not in turns:
+                        entry = self._turn(owner, ref.response_id)
+                        turns[ref.response_id] = (
+                            dict(record_items(entry.record)) if entry is not None else {}
+                        )
+                    value = turns[ref.response_id].get(item_id)
+            if value is not None:
+                found[item_id] = value
+            elif strict:
+                raise ItemsMissing(f"item {item_id} is no longer stored")
+        return found
+
+    def _forget_items(self, owner: str, record: TurnRecord) -> None:
+        """Drop the ids that point into a turn that is no longer kept."""
+        for item_id in record_item_ids(record):
+            ref = self._cache.get((_ITEM, owner, item_id))
+            if isinstance(ref, _Item) and ref.response_id == record.id:
+                del self._cache[(_ITEM, owner, item_id)]
 
     def _touch(self, owner: str, response_id: str) -> None:
         """Refresh the TTL of a turn and all its ancestors."""
@@ -188,16 +428,14 @@ class MemoryStore:
         current: str | None = response_id
         while current is not None and depth <= _MAX_DEPTH:
             entry = self._refresh((_TURN, owner, current), now)
-            if entry is None:
+            if not isinstance(entry, _Entry):
                 return
             current = entry.record.parent_id
             depth += 1
 
-    def _refresh(self, key: Key, now: float) -> _Entry | None:
-        entry = self._cache.get(key)  # also marks it recently used
-        if not isinstance(entry, _Entry):
-            return None
-        if now - entry.refreshed >= self._refresh_after:
-            entry.refreshed = now
-            self._cache[key] = entry  # re-inserting restarts its TTL
-        return entry
+    def _refresh(self, key: Key, now: float) -> _Value | None:
+        value = self._cache.get(key)  # also marks it recently used
+        if value is not None and now - value.refreshed >= self._refresh_after:
+            value.refreshed = now
+            self._cache[key] = value  # re-inserting restarts its TTL
+        return value

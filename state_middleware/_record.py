@@ -13,7 +13,19 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["TurnRecord", "chain_input", "join_arrays", "response_with_output"]
+from ._ids import derived_item_id
+
+__all__ = [
+    "OUTPUT_POSITION",
+    "ConversationRecord",
+    "TurnRecord",
+    "chain_input",
+    "join_arrays",
+    "listed_item",
+    "record_item_ids",
+    "record_items",
+    "response_with_output",
+]
 
 
 class TurnRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -41,6 +53,19 @@ class TurnRecord(msgspec.Struct, frozen=True, array_like=True):
             + len(self.response)
             + 16
         )
+
+
+class ConversationRecord(msgspec.Struct, frozen=True, array_like=True):
+    """A stored conversation, without its items (a store keeps those as an ordered list
+    of item ids). ``metadata`` is a canonical JSON object."""
+
+    id: str
+    created_at: int
+    metadata: bytes = b"{}"
+
+    @property
+    def size(self) -> int:
+        return len(self.id) + len(self.metadata) + 16
 
 
 _record_encoder = msgspec.msgpack.Encoder()
@@ -91,3 +116,63 @@ def response_with_output(record: TurnRecord) -> bytes:
     response: dict[str, Any] = _json_decoder.decode(record.response)
     response["output"] = msgspec.Raw(record.output_items)
     return _json_encoder.encode(response)
+
+
+#: derived ids of output items count positions from here (input items from 0)
+OUTPUT_POSITION = 1_000_000
+
+_items_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+def listed_item(item: dict[str, Any], response_id: str, position: int) -> dict[str, Any]:
+    """An item as the API lists it: with an id (a stable one derived from the turn and
+    position when it was sent without) and message content in part form."""
+    item_type = item.get("type", "message")
+    if not isinstance(item_type, str):
+        item_type = "message"
+    listed = dict(item)
+    if not (isinstance(listed.get("id"), str) and listed["id"]):
+        listed.pop("id", None)
+        listed = {"id": derived_item_id(response_id, position, item_type), **listed}
+    if item_type == "message":
+        listed["type"] = "message"
+        content = listed.get("content")
+        if isinstance(content, str):
+            if listed.get("role") == "assistant":
+                part = {"type": "output_text", "text": content, "annotations": []}
+            else:
+                part = {"type": "input_text", "text": content}
+            listed["content"] = [part]
+    return listed
+
+
+class _ItemName(msgspec.Struct):
+    id: Any = None
+    type: Any = "message"
+
+
+_names_decoder = msgspec.json.Decoder(list[_ItemName])
+
+
+def record_item_ids(record: TurnRecord) -> list[str]:
+    """The ids of :func:`record_items`, without building the items."""
+    ids: list[str] = []
+    for base, array in ((0, record.input_items), (OUTPUT_POSITION, record.output_items)):
+        for position, item in enumerate(_names_decoder.decode(array)):
+            if isinstance(item.id, str) and item.id:
+                ids.append(item.id)
+            else:
+                kind = item.type if isinstance(item.type, str) else "message"
+                ids.append(derived_item_id(record.id, base + position, kind))
+    return ids
+
+
+def record_items(record: TurnRecord) -> list[tuple[str, bytes]]:
+    """Every item a turn stored, input then output, as ``(id, listed item JSON)``: the
+    names under which a store can find them again (``item_reference``, conversations)."""
+    found: list[tuple[str, bytes]] = []
+    for base, array in ((0, record.input_items), (OUTPUT_POSITION, record.output_items)):
+        for position, item in enumerate(_items_decoder.decode(array)):
+            listed = listed_item(item, record.id, base + position)
+            found.append((listed["id"], _json_encoder.encode(listed)))
+    return found

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from ._record import TurnRecord
+from ._record import ConversationRecord, TurnRecord
 
-__all__ = ["Store", "StoreError", "StoreUnavailable"]
+__all__ = ["ItemsMissing", "NewItem", "Store", "StoreError", "StoreUnavailable"]
 
 
 class StoreError(Exception):
@@ -26,6 +26,18 @@ class StoreUnavailable(StoreError):
     """The backend did not answer (down, timed out)."""
 
     code = "store_unavailable"
+
+
+class ItemsMissing(StoreError):
+    """A conversation names items the store no longer has (evicted, expired): it is
+    never loaded in part."""
+
+    code = "conversation_items_missing"
+
+
+#: an item to add to a conversation: ``(id, canonical item JSON)``, or ``(id, None)`` to
+#: add an item the store already has under that id (a global item reference)
+NewItem = tuple[str, "bytes | None"]
 
 
 @runtime_checkable
@@ -51,9 +63,45 @@ class Store(Protocol):
     - ``remember``/``recall`` keep small per-owner notes (the bridge keeps the reasoning
       text of tool calls by call id, for clients that drop reasoning items); they live
       as long as records do, and ``recall`` returns only the keys it has.
+
+    Items. Every item a stored turn holds (its input and output items, under the ids
+    :func:`~._record.record_items` gives them, derived ones included) can be found
+    again by id, and so can every item added to a conversation:
+
+    - ``get_items`` returns the listed JSON of each id it knows (missing, expired and
+      foreign ids are left out). Items are stored once: a turn's items live in its
+      record, and the store keeps only a reference from each id to that record;
+      items added to a conversation by the API are kept under their id. When two
+      stored things hold the same id, the latest wins.
+
+    Conversations (an ordered list of item ids, plus a ``ConversationRecord``):
+
+    - ``create_conversation`` stores a new conversation with its first items (see
+      ``NewItem``); ``get_conversation`` returns it or ``None`` (missing, expired,
+      deleted, foreign); ``update_conversation`` replaces its metadata and returns the
+      new record (``None`` if there is none); ``delete_conversation`` forgets it (its
+      items stay findable by id) and returns whether it was there.
+    - ``conversation_items`` returns ``(id, item JSON)`` of every item, oldest first, or
+      ``None`` when there is no such conversation; it raises ``ItemsMissing`` rather than
+      return part of a conversation.
+    - ``add_items`` appends items (all or none; ``NewItem`` with ``None`` adds the
+      stored item of that id, which must exist) and returns ``False`` when there is no
+      such conversation. ``remove_item`` takes one occurrence of an item id out of the
+      list (the item stays stored) and returns whether it was there.
+    - ``put(owner, record, conversation=id)`` also appends the record's items (input
+      then output) to that conversation in the same atomic step; if the conversation is
+      gone by then, the record is stored and nothing appended.
+    - Using a conversation (reading it or its items, adding to it) slides its TTL, and
+      the items it names live at least as long as it does.
+    - ``lock_conversation(owner, id, token, lease)`` takes the conversation's lock for
+      ``lease`` seconds unless another token holds it (returns whether it got it);
+      ``unlock_conversation`` releases it if ``token`` still holds it. A lock whose
+      holder crashed ends with its lease.
     """
 
-    async def put(self, owner: str, record: TurnRecord) -> None: ...
+    async def put(
+        self, owner: str, record: TurnRecord, *, conversation: str | None = None
+    ) -> None: ...
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None: ...
 
@@ -70,3 +118,35 @@ class Store(Protocol):
     async def remember(self, owner: str, notes: Mapping[str, bytes]) -> None: ...
 
     async def recall(self, owner: str, keys: Sequence[str]) -> dict[str, bytes]: ...
+
+    async def get_items(self, owner: str, ids: Sequence[str]) -> dict[str, bytes]: ...
+
+    async def create_conversation(
+        self, owner: str, conversation: ConversationRecord, items: Sequence[NewItem]
+    ) -> None: ...
+
+    async def get_conversation(
+        self, owner: str, conversation_id: str
+    ) -> ConversationRecord | None: ...
+
+    async def update_conversation(
+        self, owner: str, conversation_id: str, metadata: bytes
+    ) -> ConversationRecord | None: ...
+
+    async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
+
+    async def conversation_items(
+        self, owner: str, conversation_id: str
+    ) -> list[tuple[str, bytes]] | None: ...
+
+    async def add_items(
+        self, owner: str, conversation_id: str, items: Sequence[NewItem]
+    ) -> bool: ...
+
+    async def remove_item(self, owner: str, conversation_id: str, item_id: str) -> bool: ...
+
+    async def lock_conversation(
+        self, owner: str, conversation_id: str, token: str, lease: float
+    ) -> bool: ...
+
+    async def unlock_conversation(self, owner: str, conversation_id: str, token: str) -> None: ...

@@ -275,11 +275,11 @@ async def test_an_unasked_stream_that_fails_is_a_502_with_the_upstream_message(
 
 
 async def test_an_unasked_stream_that_is_cut_is_a_502_and_nothing_is_stored(
-    store: Store,
+    memory_store: Store,
 ) -> None:
     upstream = ScriptedResponsesApp(answer_as="stream")
     upstream.script.append({"cut_after": 4})
-    app = ResponsesStateMiddleware(upstream, store=store)
+    app = ResponsesStateMiddleware(upstream, store=memory_store)
     async with httpx.AsyncClient(
         transport=StreamingASGITransport(app), base_url="http://t"
     ) as http:
@@ -288,9 +288,9 @@ async def test_an_unasked_stream_that_is_cut_is_a_502_and_nothing_is_stored(
     assert reply.json()["error"]["message"] == STREAM_CUT_MESSAGE
 
 
-async def test_an_unasked_stream_past_the_body_limit_is_a_502(store: Store) -> None:
+async def test_an_unasked_stream_past_the_body_limit_is_a_502(memory_store: Store) -> None:
     upstream = ScriptedResponsesApp(answer_as="stream")
-    app = ResponsesStateMiddleware(upstream, store=store, max_body_bytes=2000)
+    app = ResponsesStateMiddleware(upstream, store=memory_store, max_body_bytes=2000)
     async with httpx.AsyncClient(
         transport=StreamingASGITransport(app), base_url="http://t"
     ) as http:

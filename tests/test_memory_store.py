@@ -74,7 +74,9 @@ def test_an_expired_ancestor_makes_the_whole_chain_missing() -> None:
 
 
 def test_eviction_by_bytes_never_yields_half_a_chain() -> None:
-    one = record("xx").size + 1  # room for a record and its parent id
+    probe = MemoryStore()
+    run(probe.put("o", record("xx")))
+    one = probe.size + 1  # room for a turn (its record and its item's id) and a parent id
     store = MemoryStore(max_bytes=one * 5)
     run(store.put("o", record("a")))
     for n in range(1, 5):
