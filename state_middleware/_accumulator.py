@@ -126,6 +126,7 @@ class TurnAccumulator:
     """Collects one turn for storage and rewrites the response objects it carries."""
 
     __slots__ = (
+        "_conversation",
         "_done_items",
         "_final",
         "_stamp",
@@ -145,6 +146,7 @@ class TurnAccumulator:
         parent_id: str | None,
         store: bool,
         input_items: bytes,
+        conversation: str | None = None,
     ) -> None:
         self.response_id = response_id
         self.parent_id = parent_id
@@ -158,17 +160,23 @@ class TurnAccumulator:
             msgspec.Raw(_encoder.encode(parent_id)),
             msgspec.Raw(b"true" if store else b"false"),
         )
+        self._conversation = (
+            None if conversation is None else msgspec.Raw(_encoder.encode({"id": conversation}))
+        )
         self.last_sequence = -1
         #: set by an ``error`` or ``response.failed`` event: the turn is not stored
         self.failure: Failure | None = None
 
     # -- response objects -------------------------------------------------------
     def stamp(self, response: dict[str, msgspec.Raw]) -> dict[str, msgspec.Raw]:
-        """Our id and the client's ``previous_response_id``/``store`` on an object
-        decoded shallowly (values kept as raw JSON, so nothing else is re-encoded)."""
+        """Our id, the client's ``previous_response_id``/``store`` and, on a
+        conversation's turn, ``conversation: {"id": ...}`` on an object decoded shallowly
+        (values kept as raw JSON, so nothing else is re-encoded)."""
         response["id"] = self._stamp[0]
         response["previous_response_id"] = self._stamp[1]
         response["store"] = self._stamp[2]
+        if self._conversation is not None:
+            response["conversation"] = self._conversation
         return response
 
     def json_body(self, body: bytes) -> tuple[bytes, bool] | None:

@@ -18,6 +18,10 @@ from typing import Final
 PREFIX: Final = "/v1"
 MAX_BODY_BYTES: Final = 32 * 2**20
 PENDING_TIMEOUT: Final = 30.0
+#: how long a turn may hold its conversation's lock (a process that dies holding it
+#: blocks the conversation at most this long; a longer turn is not stopped, but a second
+#: turn may then start on the conversation)
+CONVERSATION_LEASE: Final = 600.0
 UPSTREAM_API: Final = "responses"
 SYSTEM_ROLE: Final = "system"
 REASONING_FIELD: Final = "reasoning_content"

@@ -9,13 +9,20 @@ import msgspec
 
 __all__ = [
     "ApiError",
+    "conversation_not_found",
     "error_body",
     "error_type_for_status",
+    "item_not_found",
     "previous_not_found",
     "response_not_found",
 ]
 
 PREVIOUS_NOT_FOUND = "Previous response with id '{}' not found."
+CONVERSATION_NOT_FOUND = "Conversation with id '{}' not found."
+ITEM_NOT_FOUND = (
+    "Item with id '{}' not found. Items are not persisted when `store` is set to false. "
+    "Try again with `store` set to true, or remove this item from your input."
+)
 RESPONSE_NOT_FOUND = "Response with id '{}' not found."
 
 _encoder = msgspec.json.Encoder()
@@ -79,6 +86,15 @@ def previous_not_found(response_id: str) -> ApiError:
         param="previous_response_id",
         code="previous_response_not_found",
     )
+
+
+def conversation_not_found(conversation_id: str, *, param: str | None = None) -> ApiError:
+    return ApiError(404, CONVERSATION_NOT_FOUND.format(conversation_id), param=param)
+
+
+def item_not_found(item_id: str, *, param: str = "input") -> ApiError:
+    """An item reference naming an item that is not stored (or not the caller's)."""
+    return ApiError(404, ITEM_NOT_FOUND.format(item_id), param=param)
 
 
 def response_not_found(response_id: str) -> ApiError:

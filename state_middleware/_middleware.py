@@ -92,6 +92,7 @@ class ResponsesStateMiddleware:
             prefix=prefix,
             max_body_bytes=max_body_bytes,
             pending_timeout=pending_timeout,
+            conversation_lease=_defaults.CONVERSATION_LEASE,
             upstream=upstream,
         )
         self._collection = prefix + "/responses"

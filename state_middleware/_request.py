@@ -1,15 +1,14 @@
 """Reading a ``POST /responses`` body and rewriting it for the upstream.
 
 Only the fields the middleware needs are checked (``input``, ``previous_response_id``,
-``store``, ``stream``). Rewriting happens on the decoded dict, so every field the
+``conversation``, ``store``, ``stream``). Rewriting happens on the decoded dict, so every field the
 middleware does not know passes through unchanged; stored history is spliced in as
 raw JSON bytes and never decoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -17,9 +16,16 @@ import msgspec
 
 from ._errors import ApiError, invalid_type
 from ._ids import ID_PATTERN
-from ._record import TurnRecord, chain_input
+from ._record import join_arrays
 
 __all__ = ["TurnRequest", "parse_turn_request", "upstream_body"]
+
+#: fields only the middleware reads: the app never sees them
+_STATE_FIELDS = ("previous_response_id", "conversation")
+_MUTUALLY_EXCLUSIVE = (
+    "Mutually exclusive parameters: Ensure you are only providing one of: "
+    "'previous_response_id' or 'conversation'."
+)
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -32,6 +38,8 @@ class TurnRequest:
     previous_response_id: str | None
     store: bool
     stream: bool
+    #: the conversation this turn reads and extends (``None``: none)
+    conversation: str | None = None
 
     @cached_property
     def input_items(self) -> bytes:
@@ -46,7 +54,22 @@ class TurnRequest:
 
     @property
     def needs_rewrite(self) -> bool:
-        return "previous_response_id" in self.body
+        return any(name in self.body for name in _STATE_FIELDS)
+
+    @property
+    def input_list(self) -> list[Any]:
+        """This request's own input as a list of items (a string is one user message)."""
+        value = self.body.get("input")
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [{"role": "user", "content": value}]
+        return list(value)
+
+    def with_input(self, items: list[Any]) -> TurnRequest:
+        """The same request with another ``input`` (item references expanded)."""
+        body = {**self.body, "input": items}
+        return replace(self, raw=_encoder.encode(body), body=body)
 
 
 def parse_turn_request(raw: bytes) -> TurnRequest:
@@ -75,13 +98,39 @@ def parse_turn_request(raw: bytes) -> TurnRequest:
                 code="invalid_value",
             )
     _check_input(body.get("input"))
+    conversation = _conversation(body.get("conversation"))
+    if conversation is not None and previous is not None:
+        raise ApiError(400, _MUTUALLY_EXCLUSIVE, param="conversation")
     return TurnRequest(
         raw=raw,
         body=body,
         previous_response_id=previous,
         store=_flag(body, "store", default=True),
         stream=_flag(body, "stream", default=False),
+        conversation=conversation,
     )
+
+
+def _conversation(value: object) -> str | None:
+    """The conversation id of ``conversation`` (a string or ``{"id": ...}``)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+        if not isinstance(value, str):
+            raise invalid_type("conversation.id", "a string", value)
+    elif not isinstance(value, str):
+        raise invalid_type("conversation", "a string or an object with an id", value)
+    if not ID_PATTERN.fullmatch(value):
+        raise ApiError(
+            400,
+            f"Invalid 'conversation': '{value}'. Expected an ID that contains letters, "
+            "numbers, underscores, or dashes, but this value contained additional "
+            "characters.",
+            param="conversation",
+            code="invalid_value",
+        )
+    return value
 
 
 def _flag(body: dict[str, Any], name: str, *, default: bool) -> bool:
@@ -103,13 +152,16 @@ def _check_input(value: object) -> None:
             raise invalid_type(f"input[{index}]", "an object", item)
 
 
-def upstream_body(request: TurnRequest, chain: Sequence[TurnRecord] | None) -> bytes:
-    """The body the wrapped app receives: the whole chain as ``input``, oldest first,
-    and no ``previous_response_id``; the original bytes when nothing needs changing."""
+def upstream_body(request: TurnRequest, history: bytes | None) -> bytes:
+    """The body the wrapped app receives: ``history`` (a JSON array of the items this
+    turn continues, oldest first) then this request's input as ``input``, without
+    ``previous_response_id`` or ``conversation``; the original bytes when nothing needs
+    changing."""
     if not request.needs_rewrite:
         return request.raw
     body = dict(request.body)
-    del body["previous_response_id"]
-    if chain:
-        body["input"] = msgspec.Raw(chain_input(chain, request.input_items))
+    for name in _STATE_FIELDS:
+        body.pop(name, None)
+    if history is not None and history != b"[]":
+        body["input"] = msgspec.Raw(join_arrays([history, request.input_items]))
     return _encoder.encode(body)

@@ -21,5 +21,7 @@ class Settings:
     prefix: str
     max_body_bytes: int
     pending_timeout: float
+    #: how long a turn may hold its conversation's lock
+    conversation_lease: float
     #: how turns call the app (Responses itself, or the chat bridge)
     upstream: Upstream

@@ -10,8 +10,9 @@ the app is called with. :meth:`Turn.run` takes the two ends a front door owns:
 - ``receive``, the caller's messages after the request body: ``http.disconnect``
   when the caller is gone, which stops the app and keeps the turn from being stored.
 
-Everything between is the same for every front door: the pending mark
-(:mod:`._pending`), the app call through an :class:`~._upstream.Upstream`, the
+Everything between is the same for every front door: item references expanded, the
+conversation lock and the pending mark (:mod:`._marks`), the history (a chain or a
+conversation), the app call through an :class:`~._upstream.Upstream`, the
 accumulation and stamping (:mod:`._accumulator`), the tee (:mod:`._tee`) and the store.
 """
 
@@ -21,14 +22,22 @@ import asyncio
 import logging
 from typing import Any
 
+import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
 from ._accumulator import TurnAccumulator
 from ._asgi import send_api_error, with_content_length
-from ._errors import ApiError, previous_not_found, store_unavailable
+from ._errors import (
+    ApiError,
+    conversation_not_found,
+    item_not_found,
+    previous_not_found,
+    store_unavailable,
+)
 from ._ids import new_response_id
-from ._pending import PendingMark
-from ._record import TurnRecord
+from ._items import normalized_item, reference_id, with_id
+from ._marks import ConversationLock, PendingMark
+from ._record import chain_input
 from ._request import TurnRequest
 from ._settings import Settings
 from ._store import StoreError
@@ -59,21 +68,36 @@ class Turn:
             # can be named by a follow-up while it runs.
             active=request.store and request.stream,
         )
+        self.lock = ConversationLock(
+            settings.store, owner, request.conversation, lease=settings.conversation_lease
+        )
 
     async def run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
-        settings, request = self.settings, self.request
-        upstream = settings.upstream
-        accumulator = TurnAccumulator(
-            response_id=self.response_id,
-            parent_id=request.previous_response_id,
-            store=request.store,
-            input_items=request.input_items,
-        )
         try:
-            chain = await self._load_chain()
+            async with self.lock:
+                await self._run(sink, receive)
+        except ApiError as exc:  # the conversation is locked by another turn
+            await send_api_error(sink, exc)
+        except StoreError as exc:  # no lock or mark could be set: the app never ran
+            logger.warning("store failed starting %s: %s", self.response_id, exc)
+            await send_api_error(sink, store_unavailable(exc.code))
+
+    async def _run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
+        settings = self.settings
+        upstream = settings.upstream
+        try:
+            request = self.request = await self._expand_references(self.request)
+            history = await self._load_history(request)
+            accumulator = TurnAccumulator(
+                response_id=self.response_id,
+                parent_id=request.previous_response_id,
+                store=request.store,
+                input_items=_stored_input(request),
+                conversation=request.conversation,
+            )
             self.context = context = TurnContext(
                 request=request,
-                chain=chain,
+                history=history,
                 owner=self.owner,
                 response_id=self.response_id,
                 created_at=accumulator.created_at,
@@ -82,6 +106,7 @@ class Turn:
             )
             body = await upstream.request_body(context)
         except StoreError as exc:
+            logger.warning("store failed preparing %s: %s", self.response_id, exc)
             await send_api_error(sink, store_unavailable(exc.code))
             return
         except ApiError as exc:
@@ -98,46 +123,68 @@ class Turn:
         )
         caller.tee = tee
         scope = self._app_scope(body, upstream.route)
-        try:
-            async with self.mark:
-                try:
-                    await settings.app(scope, caller.receive, upstream.reply_send(context, tee))
-                finally:
-                    caller.close()
-        except StoreError as exc:  # the mark could not be set: the app never ran
-            logger.warning("store failed starting %s: %s", self.response_id, exc)
-            await send_api_error(sink, store_unavailable(exc.code))
+        async with self.mark:
+            try:
+                await settings.app(scope, caller.receive, upstream.reply_send(context, tee))
+            finally:
+                caller.close()
 
-    async def _load_chain(self) -> list[TurnRecord] | None:
-        previous = self.request.previous_response_id
+    async def _expand_references(self, request: TurnRequest) -> TurnRequest:
+        """Input items that only name a stored item (``item_reference``) replaced by it."""
+        value = request.body.get("input")
+        if not isinstance(value, list):
+            return request
+        wanted = [item_id for item_id in map(reference_id, value) if item_id is not None]
+        if not wanted:
+            return request
+        found = await self.settings.store.get_items(self.owner, wanted)
+        items: list[Any] = []
+        for item in value:
+            item_id = reference_id(item)
+            if item_id is None:
+                items.append(item)
+            elif item_id in found:
+                items.append(_decoder.decode(found[item_id]))
+            else:
+                raise item_not_found(item_id)
+        return request.with_input(items)
+
+    async def _load_history(self, request: TurnRequest) -> bytes | None:
+        """The items this turn continues: its chain, or its conversation's items."""
+        store, owner = self.settings.store, self.owner
+        if request.conversation is not None:
+            items = await store.conversation_items(owner, request.conversation)
+            if items is None:
+                raise conversation_not_found(request.conversation, param="conversation")
+            return b"[" + b",".join(item for _, item in items) + b"]"
+        previous = request.previous_response_id
         if previous is None:
             return None
-        store, owner = self.settings.store, self.owner
-        try:
+        chain = await store.get_chain(owner, previous)
+        if chain is None and await store.wait(owner, previous, self.settings.pending_timeout):
             chain = await store.get_chain(owner, previous)
-            if chain is None and await store.wait(owner, previous, self.settings.pending_timeout):
-                chain = await store.get_chain(owner, previous)
-        except StoreError as exc:
-            logger.warning("store failed loading %s: %s", previous, exc)
-            raise
         if chain is None:
             raise previous_not_found(previous)
-        return chain
+        return chain_input(chain)
 
     async def _commit(self) -> None:
         """Store the finished turn (the tee calls this before the terminal event goes
         out); raises ``StoreError``."""
-        if not self.request.store:
+        request = self.request
+        if not request.store:
+            await self.lock.end()  # the next turn on the conversation may start
             return
         assert self.tee is not None
         assert self.context is not None
         record = self.tee.turn.record()
         try:
-            await self.settings.store.put(self.owner, record)
+            await self.settings.store.put(self.owner, record, conversation=request.conversation)
         except StoreError as exc:
             logger.error("response %s was not stored: %s", record.id, exc)
             raise
-        await self.mark.end()  # followers waiting on the stream may go now
+        # Whoever waits on this turn may go now: before the client has the terminal event.
+        await self.mark.end()
+        await self.lock.end()
         logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
         await self.settings.upstream.stored(self.context, record)
 
@@ -151,6 +198,18 @@ class Turn:
             scope["path"] = path
             scope["raw_path"] = path.encode()
         return scope
+
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def _stored_input(request: TurnRequest) -> bytes:
+    """The input items a turn keeps: as sent, or, on a conversation, normalised and
+    each with an id, as the conversation lists them."""
+    if request.conversation is None or not request.store:
+        return request.input_items
+    return _encoder.encode([with_id(normalized_item(item)) for item in request.input_list])
 
 
 class _CallerWatch:

@@ -28,8 +28,9 @@ class TurnContext:
     """What an upstream may know of the turn it serves."""
 
     request: TurnRequest
-    #: the stored history this turn continues, oldest first (``None``: a new chain)
-    chain: list[TurnRecord] | None
+    #: the stored items this turn continues (a chain or a conversation) as one JSON
+    #: array, oldest first; ``None`` for a turn that continues nothing
+    history: bytes | None
     owner: str
     response_id: str
     created_at: int
@@ -65,7 +66,7 @@ class ResponsesUpstream:
     route: str | None = None
 
     async def request_body(self, turn: TurnContext) -> bytes:
-        return upstream_body(turn.request, turn.chain)
+        return upstream_body(turn.request, turn.history)
 
     def reply_send(self, turn: TurnContext, tee: ReplyTee) -> ASGISendCallable:
         return tee

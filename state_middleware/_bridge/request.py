@@ -28,7 +28,7 @@ dict; the caller's dict is never changed. Field by field:
   ``service_tier``, ``prompt_cache_retention``, ``stream_options``, ``background: false``,
   ``background_options``, ``max_tool_calls``, ``top_logprobs``, ``context_management``,
   ``prompt_cache_options``, ``moderation``, ``text.verbosity``, ``reasoning.summary``.
-* Refused with a 400 naming the ``param``: ``background: true``, ``conversation``,
+* Refused with a 400 naming the ``param``: ``background: true``,
   ``prompt`` (stored prompt templates), other ``text.format`` types, malformed fields.
 * Any other field is forwarded unchanged, so server extensions (``top_k``,
   ``chat_template_kwargs``, ...) keep working.
@@ -240,8 +240,6 @@ def _reasoning_effort(reasoning: Any) -> Any:
 def _refuse_unservable(body: Mapping[str, Any]) -> None:
     if body.get("background"):
         raise _invalid("Background responses are not supported by the bridge.", "background")
-    if body.get("conversation") is not None:
-        raise _invalid("Conversations are not supported by the bridge.", "conversation")
     if body.get("prompt") is not None:
         raise _invalid("Stored prompts are not supported by the bridge.", "prompt")
 

@@ -18,7 +18,7 @@ import msgspec
 from .. import _defaults
 from .._asgi import header, with_headers
 from .._errors import ApiError
-from .._record import TurnRecord, chain_input
+from .._record import join_arrays
 from .._request import TurnRequest
 from .._sse import SSEDecoder
 from .errors import chat_error_to_response_error
@@ -56,9 +56,9 @@ class BridgeOptions:
         )
 
 
-def expanded_input(request: TurnRequest, chain: Sequence[TurnRecord] | None) -> list[Any]:
+def expanded_input(request: TurnRequest, history: bytes | None) -> list[Any]:
     """The whole context as decoded items: stored history, then this request's input."""
-    raw = chain_input(chain, request.input_items) if chain else request.input_items
+    raw = join_arrays([history, request.input_items]) if history else request.input_items
     items: list[Any] = _list_decoder.decode(raw)
     return items
 
@@ -83,6 +83,7 @@ def chat_request_body(
     """The Chat Completions body for a turn. Raises ``ApiError``."""
     body = dict(request.body)
     body.pop("previous_response_id", None)
+    body.pop("conversation", None)
     body["input"] = items
     chat = build_chat_request(
         body,

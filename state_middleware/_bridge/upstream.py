@@ -34,7 +34,7 @@ class ChatUpstream:
         self.route: str | None = prefix + "/chat/completions"
 
     async def request_body(self, turn: TurnContext) -> bytes:
-        items = expanded_input(turn.request, turn.chain)
+        items = expanded_input(turn.request, turn.history)
         ids = call_ids(items)
         notes = await turn.store.recall(turn.owner, ids) if ids else {}
         recovered = {key: value.decode() for key, value in notes.items()}
