@@ -3,6 +3,7 @@ and item references, through the official SDK, on both stores and both upstream 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
