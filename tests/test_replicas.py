@@ -294,3 +294,65 @@ def test_a_new_turn_while_redis_is_down_answers_503(
             redis.start()
     assert caught.value.status_code == 503
     assert caught.value.code == "store_unavailable"
+
+
+def test_a_conversation_goes_on_from_either_replica(replicas: tuple[Replica, Replica]) -> None:
+    with replicas[0].sdk() as on_a, replicas[1].sdk() as on_b:
+        conversation = on_a.conversations.create(items=[{"role": "user", "content": "hi"}])
+        first = on_a.responses.create(model="m", input="one", conversation=conversation.id)
+        second = on_b.responses.create(model="m", input="two", conversation=conversation.id)
+        on_b.conversations.items.create(conversation.id, items=[{"role": "user", "content": "x"}])
+        third = on_a.responses.create(model="m", input="three", conversation=conversation.id)
+        items = list(on_a.conversations.items.list(conversation.id, order="asc"))
+    assert first.output_text == "[2 items] one"
+    assert second.output_text == "[4 items] two"
+    assert third.output_text == "[7 items] three"
+    assert len(items) == 8
+    assert items[-1].id == third.output[0].id
+
+
+def test_a_conversation_busy_on_one_replica_is_locked_on_the_other(
+    redis: RedisServer, replicas: tuple[Replica, Replica]
+) -> None:
+    a, b = replicas
+    hold = f"hold:{uuid.uuid4().hex}"  # a holds its stream after response.created
+    with a.sdk() as on_a, b.sdk() as on_b:
+        conversation = on_a.conversations.create()
+    created: queue.Queue[str] = queue.Queue()
+    completed: list[str] = []
+
+    def stream_on_a() -> None:
+        with (
+            a.sdk() as sdk,
+            sdk.responses.create(
+                model="m",
+                input="DELTAS:3",
+                stream=True,
+                conversation=conversation.id,
+                extra_headers={"x-test-hold": hold},
+            ) as stream,
+        ):
+            for event in stream:
+                if event.type == "response.created":
+                    created.put(event.response.id)
+                elif event.type == "response.completed":
+                    completed.append(event.response.id)
+
+    admin = redis_client.Redis.from_url(redis.url, socket_timeout=HANG_GUARD)
+    streaming = threading.Thread(target=stream_on_a)
+    streaming.start()
+    try:
+        streaming_id = created.get(timeout=HANG_GUARD)
+        with b.sdk() as on_b, pytest.raises(openai.BadRequestError) as caught:
+            on_b.responses.create(model="m", input="meanwhile", conversation=conversation.id)
+        admin.lpush(hold, "go")
+        streaming.join(HANG_GUARD)
+        with b.sdk() as on_b:
+            after = on_b.responses.create(model="m", input="after", conversation=conversation.id)
+    finally:
+        admin.lpush(hold, "go")
+        admin.close()
+        streaming.join(HANG_GUARD)
+    assert caught.value.code == "conversation_locked"
+    assert completed == [streaming_id]
+    assert after.output_text == "[3 items] after"
