@@ -268,6 +268,16 @@ def redis() -> list[Row]:
         return [row(name, value) for name, value in bench_redis.run(url)]
 
 
+def conversations() -> list[Row]:
+    """A turn on a long conversation against one on a long chain, and a conversation's
+    bytes (``bench_conversations.py``)."""
+    import bench_conversations
+    from _redis_server import redis_server
+
+    with redis_server() as url:
+        return [row(name, value) for name, value in bench_conversations.run(url)]
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency", latency),
     ("stream", stream),
@@ -275,6 +285,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("storage", storage),
     ("bridge", bridge),
     ("redis", redis),
+    ("conversations", conversations),
 ]
 
 
