@@ -14,6 +14,7 @@ __all__ = [
     "ClientGone",
     "header",
     "read_body",
+    "read_request_body",
     "route_path",
     "send_api_error",
     "send_json",
@@ -91,6 +92,23 @@ async def read_body(receive: ASGIReceiveCallable, limit: int, declared: int | No
             chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def read_request_body(scope: Any, receive: ASGIReceiveCallable, limit: int) -> bytes:
+    """The whole request body, bounded by ``limit`` bytes (a declared Content-Length over
+    it is refused before reading): ``ApiError`` 413 past it, ``ClientGone`` if the
+    client leaves first."""
+    declared = header(scope["headers"], b"content-length")
+    try:
+        return await read_body(
+            receive, limit, int(declared) if declared and declared.isdigit() else None
+        )
+    except BodyTooLarge as exc:
+        raise ApiError(
+            413,
+            f"Request body too large: the limit is {exc.limit} bytes.",
+            code="request_too_large",
+        ) from None
 
 
 async def send_json(

@@ -11,6 +11,7 @@ from asgiref.typing import ASGISendCallable
 from ._asgi import send_api_error, send_json
 from ._errors import ApiError, response_not_found, store_unavailable
 from ._ids import ID_PATTERN
+from ._paging import list_body, list_params, page_positions
 from ._record import OUTPUT_POSITION, TurnRecord, listed_item, response_with_output
 from ._store import Store, StoreError
 
@@ -67,61 +68,30 @@ async def list_input_items(
     send: ASGISendCallable, store: Store, owner: str, response_id: str, query: bytes
 ) -> None:
     try:
-        limit, order, after = _list_params(query)
+        params = list_params(query)
         chain = (
             await store.get_chain(owner, response_id) if ID_PATTERN.fullmatch(response_id) else None
         )
         if chain is None:
             raise response_not_found(response_id)
         items = context_items(chain)
-        if order == "desc":
-            items.reverse()
-        start = 0
-        if after is not None:
-            positions = [i for i, item in enumerate(items) if item.get("id") == after]
-            if not positions:
-                raise ApiError(
-                    400,
-                    f"Item with id '{after}' is not an input item of response '{response_id}'.",
-                    param="after",
-                )
-            start = positions[0] + 1
-        page = items[start : start + limit]
+        ids = [item["id"] for item in items]
+        paged = page_positions(ids, params)
+        if paged is None:
+            raise ApiError(
+                400,
+                f"Item with id '{params.after}' is not an input item of response '{response_id}'.",
+                param="after",
+            )
+        positions, has_more = paged
     except StoreError as exc:
         await send_api_error(send, store_unavailable(exc.code))
         return
     except ApiError as exc:
         await send_api_error(send, exc)
         return
-    body = {
-        "object": "list",
-        "data": page,
-        "first_id": page[0].get("id") if page else None,
-        "last_id": page[-1].get("id") if page else None,
-        "has_more": start + limit < len(items),
-    }
-    await send_json(send, 200, _encoder.encode(body))
-
-
-def _list_params(query: bytes) -> tuple[int, str, str | None]:
-    params = dict(parse_qsl(query.decode("latin-1")))
-    raw_limit = params.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise ApiError(
-            400,
-            f"Invalid 'limit': integer between 1 and 100 expected, got '{raw_limit}'.",
-            param="limit",
-            code="invalid_value",
-        )
-    order = params.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise ApiError(
-            400,
-            f"Invalid 'order': expected 'asc' or 'desc', got '{order}'.",
-            param="order",
-            code="invalid_value",
-        )
-    return int(raw_limit), order, params.get("after")
+    page = [items[i] for i in positions]
+    await send_json(send, 200, list_body(page, [ids[i] for i in positions], has_more))
 
 
 def context_items(chain: list[TurnRecord]) -> list[dict[str, Any]]:

@@ -117,6 +117,15 @@ def invalid_type(param: str, expected: str, got: object) -> ApiError:
     )
 
 
+def missing_parameter(param: str) -> ApiError:
+    return ApiError(
+        400,
+        f"Missing required parameter: '{param}'.",
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
 def _kind(value: object) -> str:
     if value is None:
         return "null"

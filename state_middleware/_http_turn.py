@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
-from ._asgi import BodyTooLarge, ClientGone, header, read_body, send_api_error
+from ._asgi import ClientGone, read_request_body, send_api_error
 from ._errors import ApiError
 from ._request import parse_turn_request
 from ._settings import Settings
@@ -21,25 +21,12 @@ __all__ = ["serve_turn"]
 async def serve_turn(
     settings: Settings, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
-    declared = header(scope["headers"], b"content-length")
     try:
-        raw = await read_body(
-            receive,
-            settings.max_body_bytes,
-            int(declared) if declared and declared.isdigit() else None,
+        request = parse_turn_request(
+            await read_request_body(scope, receive, settings.max_body_bytes)
         )
     except ClientGone:
         return
-    except BodyTooLarge as exc:
-        error = ApiError(
-            413,
-            f"Request body too large: the limit is {exc.limit} bytes.",
-            code="request_too_large",
-        )
-        await send_api_error(send, error)
-        return
-    try:
-        request = parse_turn_request(raw)
     except ApiError as exc:
         await send_api_error(send, exc)
         return

@@ -15,6 +15,7 @@ from . import _defaults
 from ._asgi import route_path
 from ._bridge.turn import BridgeOptions
 from ._bridge.upstream import ChatUpstream
+from ._conversations import serve_conversations
 from ._endpoints import delete_response, get_response, list_input_items
 from ._http_turn import serve_turn
 from ._identity import IdentityFunc, default_identity
@@ -97,6 +98,7 @@ class ResponsesStateMiddleware:
         )
         self._collection = prefix + "/responses"
         self._item_prefix = self._collection + "/"
+        self._conversations = prefix + "/conversations"
 
     @property
     def store(self) -> Store:
@@ -114,6 +116,10 @@ class ResponsesStateMiddleware:
             await serve_turn(self.settings, scope, receive, send)
             return
         if path.startswith(self._item_prefix) and await self._stored(scope, path, send):
+            return
+        if path.startswith(self._conversations) and await serve_conversations(
+            self.settings, scope, receive, send, path[len(self._conversations) :]
+        ):
             return
         await self.app(scope, receive, send)
 

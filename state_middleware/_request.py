@@ -18,7 +18,7 @@ from ._errors import ApiError, invalid_type
 from ._ids import ID_PATTERN
 from ._record import join_arrays
 
-__all__ = ["TurnRequest", "parse_turn_request", "upstream_body"]
+__all__ = ["TurnRequest", "decode_object", "parse_turn_request", "upstream_body"]
 
 #: fields only the middleware reads: the app never sees them
 _STATE_FIELDS = ("previous_response_id", "conversation")
@@ -72,8 +72,9 @@ class TurnRequest:
         return replace(self, raw=_encoder.encode(body), body=body)
 
 
-def parse_turn_request(raw: bytes) -> TurnRequest:
-    """Decode and check a request body; raise ``ApiError`` (400) on bad input."""
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object; ``ApiError`` (400, ``invalid_json``)
+    when it is not."""
     try:
         body = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -84,6 +85,12 @@ def parse_turn_request(raw: bytes) -> TurnRequest:
         ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def parse_turn_request(raw: bytes) -> TurnRequest:
+    """Decode and check a request body; raise ``ApiError`` (400) on bad input."""
+    body = decode_object(raw)
     previous = body.get("previous_response_id")
     if previous is not None:
         if not isinstance(previous, str):
