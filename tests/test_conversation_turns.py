@@ -164,7 +164,6 @@ async def test_an_unknown_or_foreign_conversation_is_not_found(store: Store) -> 
             }
 
 
-@pytest.mark.parametrize("script", [{"failed": True}, {"cut_after": 3}, {"status": 500}])
 async def run_stream(client: openai.AsyncOpenAI, conversation: str) -> None:
     async with client.responses.stream(model="m", input="b", conversation=conversation) as events:
         async for _ in events:
@@ -172,6 +171,7 @@ async def run_stream(client: openai.AsyncOpenAI, conversation: str) -> None:
         await events.get_final_response()
 
 
+@pytest.mark.parametrize("script", [{"failed": True}, {"cut_after": 3}, {"status": 500}])
 async def test_a_turn_that_does_not_complete_appends_nothing(
     store: Store, script: dict[str, Any]
 ) -> None:
