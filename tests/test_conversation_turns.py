@@ -180,7 +180,8 @@ async def test_a_turn_that_does_not_complete_appends_nothing(
     async with sdk_client(app) as client:
         conversation = await client.conversations.create(items=[{"role": "user", "content": "a"}])
         upstream.script.append(script)
-        with pytest.raises(openai.APIError):
+        # the SDK reports a cut stream as a RuntimeError, the others as API errors
+        with pytest.raises((openai.APIError, RuntimeError)):
             await run_stream(client, conversation.id)
         items = await listed(client, conversation.id)
         after = await client.responses.create(model="m", input="c", conversation=conversation.id)
