@@ -52,14 +52,19 @@ def list_params(query: bytes) -> ListParams:
 def page_positions(ids: Sequence[str], params: ListParams) -> tuple[list[int], bool] | None:
     """The positions in ``ids`` (oldest first) of one page, in the requested order, and
     whether more follow; ``None`` when ``after`` names no id in the list. ``after``
-    stands for its first occurrence in the requested order, and the page holds what
-    comes after it in that order."""
+    stands for its *last* occurrence in the requested order, and the page holds what
+    comes after it in that order: an id listed twice then skips what lies between its
+    two places, but a client paging with ``after=<last_id>`` always gets further (with
+    the first occurrence, ``[A, B, A, C]`` paged one by one would loop forever)."""
     ordered = list(range(len(ids)))
     if params.order == "desc":
         ordered.reverse()
     start = 0
     if params.after is not None:
-        found = next((n for n, i in enumerate(ordered) if ids[i] == params.after), None)
+        found = None
+        for n, i in enumerate(ordered):
+            if ids[i] == params.after:
+                found = n
         if found is None:
             return None
         start = found + 1

@@ -122,3 +122,19 @@ def test_an_empty_page_has_null_first_and_last_ids() -> None:
         "last_id": None,
         "has_more": False,
     }
+
+
+def test_paging_by_last_id_ends_even_when_an_id_is_listed_twice() -> None:
+    ids = ["A", "B", "A", "C"]
+    for order in ("asc", "desc"):
+        after, seen = None, []
+        for _ in range(len(ids) + 1):
+            page = page_positions(ids, ListParams(1, order, after))
+            assert page is not None
+            positions, more = page
+            seen += [ids[i] for i in positions]
+            if not more:
+                break
+            after = ids[positions[-1]]
+        else:
+            raise AssertionError(f"paging {order} never ended: {seen}")
