@@ -25,7 +25,7 @@ from ._conversation_input import (
     lookup_ids,
     sent_items,
 )
-from ._errors import ApiError, missing_parameter, store_unavailable
+from ._errors import ApiError, missing_parameter, store_failed
 from ._ids import ID_PATTERN, new_conversation_id
 from ._paging import list_body, list_params, page_positions
 from ._record import ConversationRecord
@@ -101,7 +101,7 @@ class _Conversations:
         except ApiError as exc:
             await send_api_error(self.send, exc)
         except StoreError as exc:
-            await send_api_error(self.send, store_unavailable(exc.code))
+            await send_api_error(self.send, store_failed(exc.code))
 
     # -- conversations ------------------------------------------------------------------
     async def create(self) -> None:

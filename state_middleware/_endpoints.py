@@ -9,7 +9,7 @@ import msgspec
 from asgiref.typing import ASGISendCallable
 
 from ._asgi import send_api_error, send_json
-from ._errors import ApiError, response_not_found, store_unavailable
+from ._errors import ApiError, response_not_found, store_failed
 from ._ids import ID_PATTERN
 from ._paging import list_body, list_params, page_positions
 from ._record import OUTPUT_POSITION, TurnRecord, listed_item, response_with_output
@@ -39,7 +39,7 @@ async def get_response(
     try:
         record = await store.get(owner, response_id) if ID_PATTERN.fullmatch(response_id) else None
     except StoreError as exc:
-        await send_api_error(send, store_unavailable(exc.code))
+        await send_api_error(send, store_failed(exc.code))
         return
     if record is None:
         await send_api_error(send, response_not_found(response_id))
@@ -55,7 +55,7 @@ async def delete_response(
             owner, response_id
         )
     except StoreError as exc:
-        await send_api_error(send, store_unavailable(exc.code))
+        await send_api_error(send, store_failed(exc.code))
         return
     if not deleted:
         await send_api_error(send, response_not_found(response_id))
@@ -85,7 +85,7 @@ async def list_input_items(
             )
         positions, has_more = paged
     except StoreError as exc:
-        await send_api_error(send, store_unavailable(exc.code))
+        await send_api_error(send, store_failed(exc.code))
         return
     except ApiError as exc:
         await send_api_error(send, exc)

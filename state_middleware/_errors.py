@@ -108,6 +108,20 @@ def store_unavailable(code: str) -> ApiError:
     )
 
 
+ITEMS_MISSING = (
+    "This conversation can no longer be loaded whole: some of its items were evicted or "
+    "have expired."
+)
+
+
+def store_failed(code: str) -> ApiError:
+    """The error for a ``StoreError`` of this ``code``: a 503 to retry, except for a
+    conversation that lost items (retrying cannot help)."""
+    if code == "conversation_items_missing":
+        return ApiError(500, ITEMS_MISSING, code=code)
+    return store_unavailable(code)
+
+
 def invalid_type(param: str, expected: str, got: object) -> ApiError:
     return ApiError(
         400,

@@ -32,7 +32,7 @@ from ._errors import (
     conversation_not_found,
     item_not_found,
     previous_not_found,
-    store_unavailable,
+    store_failed,
 )
 from ._ids import new_response_id
 from ._items import normalized_item, reference_id, with_id
@@ -80,7 +80,7 @@ class Turn:
             await send_api_error(sink, exc)
         except StoreError as exc:  # no lock or mark could be set: the app never ran
             logger.warning("store failed starting %s: %s", self.response_id, exc)
-            await send_api_error(sink, store_unavailable(exc.code))
+            await send_api_error(sink, store_failed(exc.code))
 
     async def _run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
         settings = self.settings
@@ -107,7 +107,7 @@ class Turn:
             body = await upstream.request_body(context)
         except StoreError as exc:
             logger.warning("store failed preparing %s: %s", self.response_id, exc)
-            await send_api_error(sink, store_unavailable(exc.code))
+            await send_api_error(sink, store_failed(exc.code))
             return
         except ApiError as exc:
             await send_api_error(sink, exc)
