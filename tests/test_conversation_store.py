@@ -285,3 +285,18 @@ async def test_a_conversation_lock_ends_with_its_lease(make_store: Callable[...,
     assert await store.lock_conversation(OWNER, CONVERSATION, "next", 30.0) is False
     clock.now = 31.0
     assert await store.lock_conversation(OWNER, CONVERSATION, "next", 30.0) is True
+
+
+async def test_a_conversation_in_use_keeps_what_it_names(make_store: Callable[..., Store]) -> None:
+    clock = Clock()
+    store = make_store(ttl=10.0, timer=clock)  # Redis: test_redis_store checks the TTLs
+    await new_conversation(store, ("msg_x", message("msg_x", "x")))
+    await store.put(OWNER, turn("resp_1"), conversation=CONVERSATION)
+    named = ["msg_x", *record_item_ids(turn("resp_1"))]
+    for now in (8.0, 16.0, 24.0, 32.0):  # reading it, and only reading it, every 8 s
+        clock.now = now
+        assert await store.get_conversation(OWNER, CONVERSATION) is not None
+        clock.now = now + 4.0
+        assert await listed_ids(store) == named
+    clock.now = 47.0
+    assert await store.get_conversation(OWNER, CONVERSATION) is None
