@@ -50,11 +50,13 @@ MEMORY_MAX_BYTES: Final = 256 * 2**20
 MEMORY_TTL: Final = 3600.0
 
 # -- RedisStore --------------------------------------------------------------------------
-# Turns kept a day (sliding) under their own key prefix; a turn in progress blocks its
-# followers for at most 5 minutes after a crash; a Redis that does not answer costs a
-# request about 2 s (1 s to connect).
+# Turns kept a day (sliding) under their own key prefix; conversations as long as turns
+# ("ttl": the store's own ttl, whatever it is set to; None keeps them until deleted); a
+# turn in progress blocks its followers for at most 5 minutes after a crash; a Redis that
+# does not answer costs a request about 2 s (1 s to connect).
 
 REDIS_TTL: Final = 86400.0
+REDIS_CONVERSATION_TTL: Final = "ttl"
 REDIS_KEY_PREFIX: Final = "state_middleware:"
 REDIS_PENDING_TTL: Final = 300.0
 REDIS_SOCKET_TIMEOUT: Final = 2.0

@@ -263,7 +263,10 @@ class MemoryStore:
     async def get_conversation(self, owner: str, conversation_id: str) -> ConversationRecord | None:
         with self._lock:
             talk = self._conversation(owner, conversation_id)
-            return None if talk is None else talk.record
+            if talk is None:
+                return None
+            self._keep_items(owner, talk.ids, self._timer())
+            return talk.record
 
     async def update_conversation(
         self, owner: str, conversation_id: str, metadata: bytes
@@ -289,6 +292,7 @@ class MemoryStore:
             if talk is None:
                 return None
             found = self._items(owner, talk.ids, strict=True)
+            self._keep_items(owner, talk.ids, self._timer())
             return [(item_id, found[item_id]) for item_id in talk.ids]
 
     async def add_items(self, owner: str, conversation_id: str, items: Sequence[NewItem]) -> bool:

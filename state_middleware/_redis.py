@@ -9,20 +9,50 @@ gives a fixed-size, unambiguous key):
 
 - ``{key_prefix}turn:{owner}:{response id}``: a hash with ``record`` (the
   msgpack-encoded ``TurnRecord``), ``parent`` (the parent id, absent for a first turn),
-  ``children`` (how many stored turns name this one as parent) and ``deleted`` (present
-  once deleted). Its Redis TTL is the sliding ``ttl``.
+  ``children`` (how many stored turns name this one as parent), ``deleted`` (present
+  once deleted) and ``kept`` (present once a conversation names its items). Its Redis
+  TTL is the sliding ``ttl``.
+- ``{key_prefix}item:{owner}:{item id}``: where an item is found by id. ``@`` and a
+  response id for an item of that stored turn (every item id of every turn, derived
+  ones included: only the reference, the item itself lives in the turn), or the item's
+  JSON for an item added by the conversations API. The latest stored wins.
+- ``{key_prefix}conversation:{owner}:{conversation id}``: a hash with ``created_at``,
+  ``metadata`` and ``refreshed`` (when, in Redis' milliseconds, the TTLs of what it
+  names were last refreshed).
+- ``{key_prefix}conversation_items:{owner}:{conversation id}``: the conversation's item
+  ids, oldest first (a list; absent while empty).
+- ``{key_prefix}lock:{owner}:{conversation id}``: the token holding the conversation's
+  lock, with a TTL of the lease.
 - ``{key_prefix}pending:{owner}:{response id}``: set while the turn is being produced,
   with a TTL of ``pending_ttl`` so a crashed process never blocks followers for longer.
 - ``{key_prefix}note:{owner}:{note key}``: one note (``remember``), a plain string with a
   TTL of ``ttl``.
 
 A turn keeps only what it added, so a chain costs the bytes of its items, and every
-operation is a constant number of round trips: ``get_chain`` and ``put`` are one Lua
-script each (sent with ``EVALSHA``) that follows ``parent`` links inside Redis and
-refreshes the TTL of every turn it passes. ``get_chain`` answers nil when any link is
-missing, so a chain is never replayed half expired; a ``put`` is one script, so nothing
-is read half written. The scripts build ancestor keys themselves, which Redis Cluster
-does not allow: use a single Redis (with replicas or Sentinel if you like).
+item is kept once; every operation is a constant number of round trips. ``get_chain``
+and ``put`` are one Lua script each (sent with ``EVALSHA``) that follows ``parent``
+links inside Redis and refreshes the TTL of every turn it passes; ``put`` also points
+the turn's item ids at it and, with ``conversation=``, appends them to the
+conversation. ``conversation_items`` is one script that reads the id list, the item
+keys and the turns they point into (the items are cut out of the turns here);
+``get_items`` is the same without the list, and ``delete`` is one script, plus one to
+forget the item ids of the turns it dropped. ``get_chain`` answers nil when any link is
+missing and ``conversation_items`` raises ``ItemsMissing`` when any item is, so neither
+is ever replayed in part; each write is one script, so nothing is read half written.
+The scripts build turn and item keys themselves, which Redis Cluster does not allow:
+use a single Redis (with replicas or Sentinel if you like).
+
+Retention. Turns, their item ids and notes live ``ttl`` from their last use (a turn's
+item ids from when it was stored). A conversation and its list live
+``conversation_ttl`` (by default ``ttl``; ``None``: until deleted) from their last use:
+reading it or its items, adding or removing items, appending a turn. Whatever a
+conversation names (item keys, and the turns they point into, which are then ``kept``:
+deleting the response hides it but keeps its items) lives at least
+``max(ttl, conversation_ttl)`` plus ``min(ttl, conversation_ttl) / 64`` from the last
+refresh, or never expires with ``conversation_ttl=None``; a conversation in use
+refreshes all of it when it was last refreshed longer ago than that ``/ 64`` (listing
+its items always does), so an append otherwise costs only what it appends. Loading a
+chain slides its turns by ``ttl`` but never shortens a longer TTL.
 
 Failure policy. Every method raises ``StoreUnavailable`` (code ``store_unavailable``)
 when Redis refuses the connection, drops it or does not answer within
@@ -59,12 +89,31 @@ import hashlib
 import importlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from . import _defaults
-from ._record import TurnRecord, decode_record, encode_record
-from ._redis_scripts import DELETE, GET_CHAIN, PUT
-from ._store import StoreError, StoreUnavailable
+from ._record import (
+    ConversationRecord,
+    TurnRecord,
+    decode_record,
+    encode_record,
+    record_item_ids,
+    record_items,
+)
+from ._redis_scripts import (
+    ADD_ITEMS,
+    CONVERSATION,
+    CONVERSATION_ITEMS,
+    DELETE,
+    FORGET_ITEMS,
+    GET_CHAIN,
+    GET_ITEMS,
+    LOCK,
+    PUT,
+    REMOVE_ITEM,
+    UNLOCK,
+)
+from ._store import ItemsMissing, NewItem, StoreError, StoreUnavailable
 
 __all__ = ["MISSING_EXTRA_MESSAGE", "RedisStore"]
 
@@ -72,6 +121,7 @@ MISSING_EXTRA_MESSAGE = 'RedisStore needs the redis client: pip install "state-m
 
 _MAX_DEPTH = 100_000  # guards a corrupted parent loop inside Redis; far beyond real chains
 _POLL_INTERVAL = 0.02  # seconds between checks of a pending turn
+_REFERENCE = b"@"  # an item key holding this and a response id points into that turn
 
 
 def _import(module: str) -> Any:
@@ -99,9 +149,11 @@ class RedisStore:
     ``key_prefix``.
 
     ``ttl`` (seconds) is sliding: storing a turn or loading its chain refreshes every
-    turn of the chain. ``pending_ttl`` bounds how long a turn in progress (``begin``
-    without ``end``, say after a crash) makes followers wait. The client must return
-    bytes (``decode_responses=False``, the default).
+    turn of the chain. ``conversation_ttl`` is the sliding TTL of conversations (by
+    default ``ttl``; ``None``: they never expire), and what a conversation names lives
+    at least as long as it does. ``pending_ttl`` bounds how long a turn in progress
+    (``begin`` without ``end``, say after a crash) makes followers wait. The client must
+    return bytes (``decode_responses=False``, the default).
     """
 
     def __init__(
@@ -109,15 +161,19 @@ class RedisStore:
         client: Any,
         *,
         ttl: float = _defaults.REDIS_TTL,
+        conversation_ttl: float | Literal["ttl"] | None = _defaults.REDIS_CONVERSATION_TTL,
         key_prefix: str = _defaults.REDIS_KEY_PREFIX,
         pending_ttl: float = _defaults.REDIS_PENDING_TTL,
     ) -> None:
-        if ttl <= 0 or pending_ttl <= 0:
-            raise ValueError("ttl and pending_ttl must be positive")
+        if conversation_ttl == "ttl":
+            conversation_ttl = ttl
+        if ttl <= 0 or pending_ttl <= 0 or (conversation_ttl is not None and conversation_ttl <= 0):
+            raise ValueError("ttl, conversation_ttl and pending_ttl must be positive")
         pool = getattr(client, "connection_pool", None)
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=False")
         self.ttl = ttl
+        self.conversation_ttl: float | None = conversation_ttl
         self.pending_ttl = pending_ttl
         self.key_prefix = key_prefix
         self._client = client
@@ -136,6 +192,14 @@ class RedisStore:
         self._get_chain = client.register_script(GET_CHAIN)
         self._put = client.register_script(PUT)
         self._delete = client.register_script(DELETE)
+        self._forget_items = client.register_script(FORGET_ITEMS)
+        self._get_items = client.register_script(GET_ITEMS)
+        self._conversation = client.register_script(CONVERSATION)
+        self._conversation_items = client.register_script(CONVERSATION_ITEMS)
+        self._add_items = client.register_script(ADD_ITEMS)
+        self._remove_item = client.register_script(REMOVE_ITEM)
+        self._lock = client.register_script(LOCK)
+        self._unlock = client.register_script(UNLOCK)
 
     @classmethod
     def from_url(
@@ -143,6 +207,7 @@ class RedisStore:
         url: str,
         *,
         ttl: float = _defaults.REDIS_TTL,
+        conversation_ttl: float | Literal["ttl"] | None = _defaults.REDIS_CONVERSATION_TTL,
         key_prefix: str = _defaults.REDIS_KEY_PREFIX,
         pending_ttl: float = _defaults.REDIS_PENDING_TTL,
         socket_timeout: float = _defaults.REDIS_SOCKET_TIMEOUT,
@@ -172,25 +237,31 @@ class RedisStore:
         def new_client() -> Any:
             return redis_asyncio.Redis.from_url(url, **options)
 
-        store = cls(new_client(), ttl=ttl, key_prefix=key_prefix, pending_ttl=pending_ttl)
+        store = cls(
+            new_client(),
+            ttl=ttl,
+            conversation_ttl=conversation_ttl,
+            key_prefix=key_prefix,
+            pending_ttl=pending_ttl,
+        )
         store._new_client = new_client
         return store
 
     # -- the Store protocol -----------------------------------------------------------
-    async def put(self, owner: str, record: TurnRecord) -> None:
-        base = self._turn_base(owner)
+    async def put(self, owner: str, record: TurnRecord, *, conversation: str | None = None) -> None:
+        keys = [self._turn_base(owner) + record.id]
+        if conversation is not None:
+            keys += self._conversation_keys(owner, conversation)
+        args = [
+            *self._context(owner),
+            _milliseconds(self.ttl),
+            encode_record(record),
+            record.parent_id or "",
+            _MAX_DEPTH,
+            *record_item_ids(record),
+        ]
         with self._errors():
-            await self._put(
-                keys=[base + record.id],
-                args=[
-                    base,
-                    _milliseconds(self.ttl),
-                    encode_record(record),
-                    record.parent_id or "",
-                    _MAX_DEPTH,
-                ],
-                client=self._current_client(),
-            )
+            await self._put(keys=keys, args=args, client=self._current_client())
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None:
         with self._errors():
@@ -216,12 +287,18 @@ class RedisStore:
     async def delete(self, owner: str, response_id: str) -> bool:
         base = self._turn_base(owner)
         with self._errors():
-            deleted = await self._delete(
-                keys=[base + response_id],
-                args=[base, _MAX_DEPTH],
-                client=self._current_client(),
+            client = self._current_client()
+            dropped: list[bytes] | None = await self._delete(
+                keys=[base + response_id], args=[base, _MAX_DEPTH], client=client
             )
-        return bool(deleted)
+            if dropped:  # turns nothing needs any more: their item ids go too
+                forget: list[str | int] = [self._item_base(owner)]
+                for data in dropped:
+                    gone = decode_record(data)
+                    item_ids = record_item_ids(gone)
+                    forget += [gone.id, len(item_ids), *item_ids]
+                await self._forget_items(keys=[], args=forget, client=client)
+        return dropped is not None
 
     async def begin(self, owner: str, response_id: str) -> None:
         with self._errors():
@@ -265,6 +342,122 @@ class RedisStore:
             values = await self._current_client().mget([base + key for key in keys])
         return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
+    # -- items and conversations ------------------------------------------------------
+    async def get_items(self, owner: str, ids: Sequence[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        with self._errors():
+            values, records = await self._get_items(
+                keys=[], args=[*self._context(owner), *wanted], client=self._current_client()
+            )
+        return _resolve(wanted, values, records)
+
+    async def create_conversation(
+        self, owner: str, conversation: ConversationRecord, items: Sequence[NewItem]
+    ) -> None:
+        keys = self._conversation_keys(owner, conversation.id)
+        await self._add(owner, keys, [conversation.created_at, conversation.metadata], items)
+
+    async def get_conversation(self, owner: str, conversation_id: str) -> ConversationRecord | None:
+        return await self._use_conversation(owner, conversation_id, [])
+
+    async def update_conversation(
+        self, owner: str, conversation_id: str, metadata: bytes
+    ) -> ConversationRecord | None:
+        return await self._use_conversation(owner, conversation_id, [metadata])
+
+    async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
+        record_key, list_key = self._conversation_keys(owner, conversation_id)
+        with self._errors():
+            async with self._current_client().pipeline(transaction=True) as pipe:
+                pipe.delete(record_key)
+                pipe.delete(list_key)
+                deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def conversation_items(
+        self, owner: str, conversation_id: str
+    ) -> list[tuple[str, bytes]] | None:
+        with self._errors():
+            found = await self._conversation_items(
+                keys=self._conversation_keys(owner, conversation_id),
+                args=self._context(owner),
+                client=self._current_client(),
+            )
+        if found is None:
+            return None
+        encoded_ids, values, records = found
+        ids = [item_id.decode() for item_id in encoded_ids]
+        items = _resolve(ids, values, records)
+        for item_id in ids:
+            if item_id not in items:
+                raise ItemsMissing(f"item {item_id} is no longer stored")
+        return [(item_id, items[item_id]) for item_id in ids]
+
+    async def add_items(self, owner: str, conversation_id: str, items: Sequence[NewItem]) -> bool:
+        keys = self._conversation_keys(owner, conversation_id)
+        return await self._add(owner, keys, ["", ""], items)
+
+    async def remove_item(self, owner: str, conversation_id: str, item_id: str) -> bool:
+        with self._errors():
+            removed = await self._remove_item(
+                keys=self._conversation_keys(owner, conversation_id),
+                args=[*self._context(owner), item_id],
+                client=self._current_client(),
+            )
+        return bool(removed)
+
+    async def lock_conversation(
+        self, owner: str, conversation_id: str, token: str, lease: float
+    ) -> bool:
+        with self._errors():
+            taken = await self._lock(
+                keys=[self._lock_key(owner, conversation_id)],
+                args=[token, _milliseconds(lease)],
+                client=self._current_client(),
+            )
+        return bool(taken)
+
+    async def unlock_conversation(self, owner: str, conversation_id: str, token: str) -> None:
+        with self._errors():
+            await self._unlock(
+                keys=[self._lock_key(owner, conversation_id)],
+                args=[token],
+                client=self._current_client(),
+            )
+
+    async def _add(
+        self, owner: str, keys: list[str], create: list[Any], items: Sequence[NewItem]
+    ) -> bool:
+        """Create a conversation (``create``: created_at and metadata) or add to one
+        (``create``: two empty strings), all items or none."""
+        args = [
+            *self._context(owner),
+            *create,
+            *(item_id for item_id, _ in items),
+            *(value or b"" for _, value in items),
+        ]
+        with self._errors():
+            added = await self._add_items(keys=keys, args=args, client=self._current_client())
+        if isinstance(added, bytes):
+            raise ItemsMissing(f"no stored item with id {added.decode()!r}")
+        return bool(added)
+
+    async def _use_conversation(
+        self, owner: str, conversation_id: str, metadata: list[bytes]
+    ) -> ConversationRecord | None:
+        with self._errors():
+            found = await self._conversation(
+                keys=self._conversation_keys(owner, conversation_id),
+                args=[*self._context(owner), *metadata],
+                client=self._current_client(),
+            )
+        if found is None:
+            return None
+        created_at, stored_metadata = found
+        return ConversationRecord(conversation_id, int(created_at), stored_metadata)
+
     # -- lifecycle --------------------------------------------------------------------
     async def aclose(self) -> None:
         """Close the client this store made for the running loop (clients made for
@@ -288,6 +481,38 @@ class RedisStore:
 
     def _pending_key(self, owner: str, response_id: str) -> str:
         return f"{self.key_prefix}pending:{_owner_digest(owner)}:{response_id}"
+
+    def _item_base(self, owner: str) -> str:
+        return f"{self.key_prefix}item:{_owner_digest(owner)}:"
+
+    def _conversation_keys(self, owner: str, conversation_id: str) -> list[str]:
+        """The conversation's key and the key of its list of item ids."""
+        digest = _owner_digest(owner)
+        return [
+            f"{self.key_prefix}conversation:{digest}:{conversation_id}",
+            f"{self.key_prefix}conversation_items:{digest}:{conversation_id}",
+        ]
+
+    def _lock_key(self, owner: str, conversation_id: str) -> str:
+        return f"{self.key_prefix}lock:{_owner_digest(owner)}:{conversation_id}"
+
+    def _context(self, owner: str) -> list[str | int]:
+        """What every item and conversation script gets first: the owner's item and turn
+        key bases, the conversation TTL, the TTL of what a conversation names, and how
+        often a conversation in use refreshes what it names (milliseconds; 0: never
+        expires).
+
+        What a conversation names lives ``max(ttl, conversation_ttl)`` from its last
+        refresh, plus the refresh interval: so it outlives the conversation, which
+        refreshes it at least that often while in use."""
+        if self.conversation_ttl is None:
+            talk = kept = 0
+            every = _milliseconds(self.ttl / 64)
+        else:
+            talk = _milliseconds(self.conversation_ttl)
+            every = _milliseconds(min(self.ttl, self.conversation_ttl) / 64)
+            kept = _milliseconds(max(self.ttl, self.conversation_ttl)) + every
+        return [self._item_base(owner), self._turn_base(owner), talk, kept, every]
 
     def _current_client(self) -> Any:
         """The client to use from the running event loop."""
@@ -318,6 +543,28 @@ class RedisStore:
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
         except self._failed as exc:
             raise StoreError(f"Redis refused the operation: {exc}") from exc
+
+
+def _resolve(
+    ids: Sequence[str], values: Sequence[bytes | None], records: Sequence[bytes]
+) -> dict[str, bytes]:
+    """The JSON of each id found, from what a script read: per id its item JSON or a
+    reference to a turn, and the turns referenced (response id, record, ...)."""
+    turns = {
+        response_id: dict(record_items(decode_record(data)))
+        for response_id, data in zip(records[::2], records[1::2], strict=True)
+    }
+    found: dict[str, bytes] = {}
+    for item_id, value in zip(ids, values, strict=True):
+        if value is None:
+            continue
+        if value.startswith(_REFERENCE):
+            item = turns.get(value[1:], {}).get(item_id)
+            if item is not None:
+                found[item_id] = item
+        else:
+            found[item_id] = value
+    return found
 
 
 def _owner_digest(owner: str) -> str:

@@ -1,6 +1,7 @@
 """What only the Redis store has to prove, against a real ``redis-server``: constant
-round trips, Redis-side sliding TTLs, whole-or-nothing chains, sharing between
-instances, failing fast while Redis is down, Valkey clients, and the optional import.
+round trips, Redis-side sliding TTLs, whole-or-nothing chains and conversations, bytes
+kept per conversation item, sharing between instances, failing fast while Redis is down,
+Valkey clients, and the optional import.
 
 The behaviour every store shares runs against Redis through the ``store_kind`` suite.
 """
@@ -10,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import secrets
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio
 import valkey.asyncio
 
 import state_middleware
 from state_middleware import RedisStore, Store, StoreUnavailable, TurnRecord
+from state_middleware._record import ConversationRecord, record_item_ids
 from state_middleware._redis import MISSING_EXTRA_MESSAGE
+from state_middleware._store import ItemsMissing
 
 from ._redis import RedisServer, flush
 from ._sync import soon
@@ -39,6 +44,13 @@ def record(response_id: str, parent_id: str | None = None, size: int = 40) -> Tu
         output_items=b'[{"type":"message","content":"' + b"a" * size + b'"}]',
         response=b'{"id":"' + response_id.encode() + b'","object":"response"}',
     )
+
+
+def item(item_id: str, text: str = "hi", role: str = "user") -> bytes:
+    """A conversation item as the API stores it."""
+    part = {"type": "output_text" if role == "assistant" else "input_text", "text": text}
+    fields = {"type": "message", "id": item_id, "status": "completed", "role": role}
+    return msgspec.json.encode({**fields, "content": [part]})
 
 
 async def put_chain(store: Store, turns: int, name: str = "t") -> list[str]:
@@ -90,6 +102,14 @@ async def round_trips(action: Callable[[], Awaitable[Any]]) -> int:
     return CountingConnection.sent - before
 
 
+async def script_runs(admin: Any, action: Callable[[], Awaitable[Any]]) -> tuple[int, int]:
+    """The round trips ``action`` takes, and how many scripts Redis ran for it."""
+    before = (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    trips = await round_trips(action)
+    after = (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    return trips, after - before
+
+
 @pytest.fixture
 def url(redis_server: str) -> str:
     flush(redis_server)
@@ -125,6 +145,33 @@ async def pending_key(admin: Any, response_id: str) -> bytes:
     return key
 
 
+async def one_key(admin: Any, pattern: str) -> bytes:
+    keys = await admin.keys(pattern)
+    assert len(keys) == 1, pattern
+    key: bytes = keys[0]
+    return key
+
+
+async def conversation_keys(admin: Any, conversation_id: str) -> list[bytes]:
+    """The conversation's key and its item list's."""
+    return [
+        await one_key(admin, f"t:conversation:*:{conversation_id}"),
+        await one_key(admin, f"t:conversation_items:*:{conversation_id}"),
+    ]
+
+
+async def named_keys(admin: Any, response_id: str) -> list[bytes]:
+    """A turn's key and the keys of its item ids."""
+    keys = [await turn_key(admin, response_id)]
+    for item_id in record_item_ids(record(response_id)):
+        keys.append(await one_key(admin, f"t:item:*:{item_id}"))
+    return keys
+
+
+async def start_conversation(store: Store, conversation_id: str, *items: Any) -> None:
+    await store.create_conversation(OWNER, ConversationRecord(conversation_id, 0), items)
+
+
 async def expired_key(pubsub: Any, key: bytes) -> None:
     """Return once Redis announces that ``key`` expired."""
     while True:
@@ -146,14 +193,12 @@ async def test_loading_a_1000_turn_chain_takes_one_round_trip_like_a_10_turn_one
         await put_chain(store, 1000, "long")
         await store.get_chain(OWNER, "missing")  # the first run of a script loads it
         short = await round_trips(lambda: store.get_chain(OWNER, "short9"))
-        before = (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"]
-        long = await round_trips(lambda: store.get_chain(OWNER, "long999"))
-        after = (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        long, runs = await script_runs(admin, lambda: store.get_chain(OWNER, "long999"))
         chain = await store.get_chain(OWNER, "long999")
     finally:
         await store.aclose()
     assert short == long == 1
-    assert after - before == 1  # one script run, walking the 1000 links inside Redis
+    assert runs == 1  # one script run, walking the 1000 links inside Redis
     assert chain is not None
     assert [r.id for r in chain] == [f"long{n}" for n in range(1000)]
 
@@ -174,8 +219,10 @@ async def test_each_turn_is_one_key_holding_only_its_own_items(
     store: RedisStore, admin: Any
 ) -> None:
     await put_chain(store, 3)
-    keys = sorted(await admin.keys("t:*"))
+    keys = sorted(await admin.keys("t:turn:*"))
     assert len(keys) == 3
+    for key in await admin.keys("t:item:*"):  # one per item id, naming the turn only
+        assert (await admin.get(key)).startswith(b"@t")
     fields = await admin.hgetall(await turn_key(admin, "t2"))
     assert fields[b"parent"] == b"t1"
     assert fields[b"children"] == b"0"
@@ -235,10 +282,228 @@ async def test_deleting_the_last_descendant_frees_every_tombstone(
 ) -> None:
     await put_chain(store, 3)
     assert await store.delete(OWNER, "t1") is True
-    assert len(await admin.keys("t:*")) == 3  # t1 stays for t2
+    assert len(await admin.keys("t:turn:*")) == 3  # t1 stays for t2
     assert await store.delete(OWNER, "t2") is True
-    assert len(await admin.keys("t:*")) == 1  # t2 and the tombstone t1 are gone
+    assert len(await admin.keys("t:turn:*")) == 1  # t2 and the tombstone t1 are gone
     assert await store.get(OWNER, "t0") is not None
+
+
+async def test_loading_a_1000_item_conversation_takes_the_round_trips_of_a_10_item_one(
+    url: str, admin: Any
+) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", connection_class=CountingConnection)
+    try:
+        for name, turns in (("short", 5), ("long", 500)):
+            await start_conversation(store, name)
+            for n in range(turns):  # two items each
+                await store.put(OWNER, record(f"{name}{n}"), conversation=name)
+        await store.conversation_items(OWNER, "missing")  # the first run of a script loads it
+        short = await round_trips(lambda: store.conversation_items(OWNER, "short"))
+        long, runs = await script_runs(admin, lambda: store.conversation_items(OWNER, "long"))
+        items = await store.conversation_items(OWNER, "long")
+        ids = [item_id for item_id, _ in items or []]
+        await store.get_items(OWNER, ["warm"])
+        found = await round_trips(lambda: store.get_items(OWNER, ids))
+    finally:
+        await store.aclose()
+    assert short == long == found == 1
+    assert runs == 1  # one script run, reading the 1000 items inside Redis
+    assert ids == [i for n in range(500) for i in record_item_ids(record(f"long{n}"))]
+
+
+async def test_appending_to_a_conversation_takes_one_round_trip(url: str) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", connection_class=CountingConnection)
+    try:
+        await start_conversation(store, "c", *((f"msg_{n}", item(f"msg_{n}")) for n in range(1000)))
+        await store.put(OWNER, record("warm"), conversation="c")
+        for warm in (  # the first run of each script loads it
+            store.add_items(OWNER, "c", []),
+            store.remove_item(OWNER, "c", "msg_none"),
+            store.get_conversation(OWNER, "c"),
+            store.lock_conversation(OWNER, "c", "warm", 5.0),
+            store.unlock_conversation(OWNER, "c", "warm"),
+        ):
+            await warm
+        turn = await round_trips(lambda: store.put(OWNER, record("r"), conversation="c"))
+        added = await round_trips(lambda: store.add_items(OWNER, "c", [("msg_new", item("m"))]))
+        attached = await round_trips(lambda: store.add_items(OWNER, "c", [("msg_0", None)]))
+        removed = await round_trips(lambda: store.remove_item(OWNER, "c", "msg_0"))
+        read = await round_trips(lambda: store.get_conversation(OWNER, "c"))
+        locked = await round_trips(lambda: store.lock_conversation(OWNER, "c", "token", 5.0))
+        unlocked = await round_trips(lambda: store.unlock_conversation(OWNER, "c", "token"))
+    finally:
+        await store.aclose()
+    assert turn == added == attached == removed == read == locked == unlocked == 1
+
+
+async def test_appending_touches_only_what_it_appends_until_a_refresh_is_due(
+    store: RedisStore, admin: Any
+) -> None:
+    store.ttl = store.conversation_ttl = 60.0
+    await start_conversation(store, "c", ("msg_a", item("msg_a")), ("msg_b", item("msg_b")))
+    aged = [await one_key(admin, "t:item:*:msg_a"), await one_key(admin, "t:item:*:msg_b")]
+    for key in aged:
+        await admin.pexpire(key, 1000)
+    assert await store.add_items(OWNER, "c", [("msg_c", item("msg_c"))]) is True
+    for key in aged:  # refreshed when created, less than ttl / 64 ago: not walked again
+        assert await admin.pttl(key) <= 1000
+    conversation, _ = await conversation_keys(admin, "c")
+    await admin.hset(conversation, "refreshed", 0)  # as if refreshed long ago
+    assert await store.add_items(OWNER, "c", [("msg_d", item("msg_d"))]) is True
+    for key in aged:
+        assert await admin.pttl(key) > 59_000
+
+
+async def test_a_conversation_slides_and_what_it_names_outlives_it(url: str, admin: Any) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", ttl=60.0, conversation_ttl=600.0)
+    try:
+        await start_conversation(store, "c", ("msg_x", item("msg_x")))
+        await store.put(OWNER, record("r"), conversation="c")
+        talk = await conversation_keys(admin, "c")
+        named = [await one_key(admin, "t:item:*:msg_x"), *await named_keys(admin, "r")]
+        for key in talk:
+            assert 590_000 < await admin.pttl(key) <= 600_000
+        for key in named:
+            assert await admin.pttl(key) > 600_000  # a refresh interval more than it
+        for key in talk + named:
+            await admin.pexpire(key, 1000)  # as if aged
+        assert await store.conversation_items(OWNER, "c") is not None
+        for key in talk:
+            assert await admin.pttl(key) > 590_000
+        for key in named:
+            assert await admin.pttl(key) > 600_000
+        assert await store.get_chain(OWNER, "r") is not None  # slides by ttl: never shortens
+        assert await admin.pttl(named[1]) > 600_000
+    finally:
+        await store.aclose()
+
+
+async def test_conversation_ttl_defaults_to_the_store_ttl(url: str, admin: Any) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", ttl=60.0)
+    try:
+        assert store.conversation_ttl == 60.0
+        await start_conversation(store, "c", ("msg_x", item("msg_x")))
+        for key in await conversation_keys(admin, "c"):
+            assert 55_000 < await admin.pttl(key) <= 60_000
+    finally:
+        await store.aclose()
+
+
+async def test_a_conversation_without_ttl_persists_with_everything_it_names(
+    url: str, admin: Any
+) -> None:
+    store = RedisStore.from_url(url, key_prefix="t:", ttl=60.0, conversation_ttl=None)
+    try:
+        await store.put(OWNER, record("plain"))
+        await store.put(OWNER, record("attached"))
+        attached_id = record_item_ids(record("attached"))[0]
+        await start_conversation(store, "c", ("msg_x", item("msg_x")), (attached_id, None))
+        await store.put(OWNER, record("inside"), conversation="c")
+        await store.get_chain(OWNER, "inside")  # sliding by ttl leaves it persistent
+        persistent = [
+            *await conversation_keys(admin, "c"),
+            await one_key(admin, "t:item:*:msg_x"),
+            await one_key(admin, f"t:item:*:{attached_id}"),
+            await turn_key(admin, "attached"),
+            *await named_keys(admin, "inside"),
+        ]
+        for key in persistent:
+            assert await admin.pttl(key) == -1, key
+        unnamed = await named_keys(admin, "plain")
+        unnamed.append(await one_key(admin, f"t:item:*:{record_item_ids(record('attached'))[1]}"))
+        for key in unnamed:
+            assert 0 < await admin.pttl(key) <= 60_000, key
+    finally:
+        await store.aclose()
+
+
+async def test_a_conversation_lock_lasts_its_lease_in_redis(store: RedisStore, admin: Any) -> None:
+    assert await store.lock_conversation(OWNER, "c", "one", 30.0) is True
+    key = await one_key(admin, "t:lock:*:c")
+    assert 29_000 < await admin.pttl(key) <= 30_000  # Redis drops it when the lease ends
+    assert await store.lock_conversation(OWNER, "c", "one", 60.0) is True  # renewed
+    assert await admin.pttl(key) > 59_000
+    await store.unlock_conversation(OWNER, "c", "one")
+    assert not await admin.exists(key)
+
+
+async def test_a_conversation_missing_any_item_is_not_loaded_at_all(
+    store: RedisStore, admin: Any
+) -> None:
+    await start_conversation(store, "c", ("msg_x", item("msg_x")))
+    await store.put(OWNER, record("r"), conversation="c")
+    await admin.delete(await one_key(admin, "t:item:*:msg_x"))  # gone behind its back
+    with pytest.raises(ItemsMissing):
+        await store.conversation_items(OWNER, "c")
+    assert await store.remove_item(OWNER, "c", "msg_x") is True
+    assert await store.conversation_items(OWNER, "c") is not None
+    await admin.delete(await turn_key(admin, "r"))
+    with pytest.raises(ItemsMissing):
+        await store.conversation_items(OWNER, "c")
+    with pytest.raises(ItemsMissing):  # an id pointing into a turn that is gone
+        await store.add_items(OWNER, "c", [(record_item_ids(record("r"))[0], None)])
+
+
+async def test_deleting_responses_nothing_needs_leaves_no_key_behind(
+    store: RedisStore, admin: Any
+) -> None:
+    await put_chain(store, 3)
+    assert len(await admin.keys("t:item:*")) == 6
+    assert await store.delete(OWNER, "t1") is True
+    assert len(await admin.keys("t:item:*")) == 6  # t1 stays for t2, so do its items
+    assert await store.delete(OWNER, "t2") is True
+    assert await store.delete(OWNER, "t0") is True
+    assert await admin.keys("t:*") == []
+
+
+async def test_a_conversation_stores_its_items_once(url: str, admin: Any) -> None:
+    """Realistic ids and items of a few hundred bytes, the default key prefix: the bytes
+    of every key involved (its name and values), and what Redis reports it uses for
+    them, against the bytes of the items."""
+    store = RedisStore.from_url(url)
+    try:
+        conversation = "conv_" + secrets.token_hex(24)
+        added = []
+        for _ in range(10):
+            item_id = "msg_" + secrets.token_hex(24)
+            added.append((item_id, item(item_id, "question " * 30)))
+        await start_conversation(store, conversation, *added)
+        for _ in range(20):
+            response_id = "resp_" + secrets.token_hex(24)
+            reply = item("msg_" + secrets.token_hex(24), "answer " * 60, "assistant")
+            await store.put(
+                OWNER,
+                TurnRecord(
+                    id=response_id,
+                    parent_id=None,
+                    created_at=1_700_000_000,
+                    input_items=msgspec.json.encode([{"role": "user", "content": "ask " * 75}]),
+                    output_items=b"[" + reply + b"]",
+                    response=b"{}",  # the response object is the response's, not the items'
+                ),
+                conversation=conversation,
+            )
+        items = await store.conversation_items(OWNER, conversation)
+        assert items is not None
+        item_bytes = sum(len(value) for _, value in items)
+        memory = held = 0
+        for key in await admin.keys("*"):
+            memory += await admin.memory_usage(key, samples=0)
+            held += len(key)
+            kind = await admin.type(key)
+            if kind == b"string":
+                held += await admin.strlen(key)
+            elif kind == b"hash":
+                held += sum(len(value) for value in (await admin.hgetall(key)).values())
+            else:
+                held += sum(len(value) for value in await admin.lrange(key, 0, -1))
+    finally:
+        await store.aclose()
+    assert 350 < item_bytes / len(items) < 700
+    assert held / item_bytes <= 1.5  # measured 1.47: each item once, its id in 2 keys
+    # Redis' own bookkeeping (object headers, dict entries, allocator rounding) adds
+    # about 100 bytes to each key, and there is a key per item id: measured 1.85 here.
+    assert memory / item_bytes <= 2.0
 
 
 async def test_notes_are_kept_per_owner_for_the_ttl_and_only_found_ones_come_back(
@@ -343,6 +608,16 @@ CALLS: dict[str, Callable[[Store], Awaitable[Any]]] = {
     "wait": lambda s: s.wait(OWNER, "a", 5.0),
     "remember": lambda s: s.remember(OWNER, {"call": b"note"}),
     "recall": lambda s: s.recall(OWNER, ["call"]),
+    "get_items": lambda s: s.get_items(OWNER, ["msg_a"]),
+    "create_conversation": lambda s: s.create_conversation(OWNER, ConversationRecord("c", 0), []),
+    "get_conversation": lambda s: s.get_conversation(OWNER, "c"),
+    "update_conversation": lambda s: s.update_conversation(OWNER, "c", b"{}"),
+    "delete_conversation": lambda s: s.delete_conversation(OWNER, "c"),
+    "conversation_items": lambda s: s.conversation_items(OWNER, "c"),
+    "add_items": lambda s: s.add_items(OWNER, "c", [("msg_a", None)]),
+    "remove_item": lambda s: s.remove_item(OWNER, "c", "msg_a"),
+    "lock_conversation": lambda s: s.lock_conversation(OWNER, "c", "token", 5.0),
+    "unlock_conversation": lambda s: s.unlock_conversation(OWNER, "c", "token"),
 }
 
 
@@ -405,6 +680,11 @@ async def test_a_valkey_client_works_too(url: str) -> None:
         await store.end(OWNER, "x")
         await store.remember(OWNER, {"call": b"note"})
         assert await store.recall(OWNER, ["call", "other"]) == {"call": b"note"}
+        await start_conversation(store, "c", ("msg_x", item("msg_x")))
+        await store.put(OWNER, record("r"), conversation="c")
+        items = await store.conversation_items(OWNER, "c")
+        assert [item_id for item_id, _ in items or []] == ["msg_x", *record_item_ids(record("r"))]
+        assert await store.lock_conversation(OWNER, "c", "token", 5.0) is True
         await store.aclose()  # the client is the caller's: still usable
         assert await client.ping()
     finally:
@@ -432,7 +712,7 @@ async def test_a_client_decoding_responses_is_refused(url: str) -> None:
         await client.aclose()
 
 
-@pytest.mark.parametrize("keyword", ["ttl", "pending_ttl"])
+@pytest.mark.parametrize("keyword", ["ttl", "conversation_ttl", "pending_ttl"])
 async def test_non_positive_ttls_are_refused(url: str, keyword: str) -> None:
     options: dict[str, Any] = {keyword: 0}
     with pytest.raises(ValueError, match="positive"):
