@@ -46,6 +46,7 @@ from _common import (
 
 from state_middleware import MemoryStore, ResponsesStateMiddleware
 from state_middleware._identity import hash_credentials
+from state_middleware._record import chain_input
 from state_middleware._request import parse_turn_request, upstream_body
 from state_middleware.testing import ScriptedResponsesApp
 
@@ -196,12 +197,13 @@ async def _replay_costs() -> tuple[float, float, int]:
 
     async def prepare(raw: bytes) -> bytes:
         request = parse_turn_request(raw)
-        records = None
+        history = None
         if request.previous_response_id is not None:
             records = await store.get_chain(OWNER, request.previous_response_id)
             if records is None:
                 raise RuntimeError("the benchmark chain was not found")
-        return upstream_body(request, records)
+            history = chain_input(records)
+        return upstream_body(request, history)
 
     chained: list[float] = []
     plain: list[float] = []

@@ -169,6 +169,6 @@ def upstream_body(request: TurnRequest, history: bytes | None) -> bytes:
     body = dict(request.body)
     for name in _STATE_FIELDS:
         body.pop(name, None)
-    if history is not None and history != b"[]":
+    if history is not None:
         body["input"] = msgspec.Raw(join_arrays([history, request.input_items]))
     return _encoder.encode(body)

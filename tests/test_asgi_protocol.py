@@ -128,9 +128,9 @@ class LoggingStore(MemoryStore):
         super().__init__()
         self.log = log
 
-    async def put(self, owner: str, record: TurnRecord) -> None:
+    async def put(self, owner: str, record: TurnRecord, *, conversation: str | None = None) -> None:
         self.log.append(("put", record.id))
-        await super().put(owner, record)
+        await super().put(owner, record, conversation=conversation)
 
 
 def body_receive(*chunks: bytes) -> Any:

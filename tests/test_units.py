@@ -47,7 +47,7 @@ def test_upstream_body_splices_history_before_the_new_input() -> None:
     parsed = parse_turn_request(
         b'{"model":"m","input":"new","previous_response_id":"r2","x":{"y":[1]}}'
     )
-    body = json.loads(upstream_body(parsed, chain))
+    body = json.loads(upstream_body(parsed, chain_input(chain)))
     assert body == {
         "model": "m",
         "input": [{"a": 1}, {"b": 2}, {"c": 3}, {"role": "user", "content": "new"}],
