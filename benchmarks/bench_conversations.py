@@ -22,16 +22,28 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import redis.asyncio
 from bench_redis import OWNER, TIMED_TURNS, WARMUP_TURNS, _build_chain, _turn, _turn_ms
 
-from state_middleware import MemoryStore, RedisStore, Store
-from state_middleware._ids import new_conversation_id
+from state_middleware import MemoryStore, RedisStore, Store, TurnRecord
+from state_middleware._ids import new_conversation_id, new_item_id
 from state_middleware._record import ConversationRecord
 
 __all__ = ["run"]
 
 ITEMS = 1000  # two items a turn
+
+
+def _conversation_turn(number: int) -> TurnRecord:
+    """A turn as a conversation keeps it: the middleware gives input items ids and
+    ``status`` before storing them (the output items have theirs)."""
+    record = _turn(number, None)
+    items = [
+        {"id": new_item_id("message"), **item, "status": "completed"}
+        for item in msgspec.json.decode(record.input_items)
+    ]
+    return msgspec.structs.replace(record, input_items=msgspec.json.encode(items))
 
 
 async def _build_conversation(store: Store, items: int) -> tuple[str, int]:
@@ -40,7 +52,7 @@ async def _build_conversation(store: Store, items: int) -> tuple[str, int]:
     await store.create_conversation(OWNER, ConversationRecord(conversation, 0), [])
     item_bytes = 0
     for number in range(items // 2):
-        record = _turn(number, None)
+        record = _conversation_turn(number)
         await store.put(OWNER, record, conversation=conversation)
         item_bytes += len(record.input_items) + len(record.output_items) - 4
     return conversation, item_bytes
@@ -50,10 +62,10 @@ async def _conversation_turn_ms(store: Store, conversation: str) -> float:
     """Median milliseconds of conversation_items + put of a new turn appended to it."""
     for number in range(WARMUP_TURNS):
         await store.conversation_items(OWNER, conversation)
-        await store.put(OWNER, _turn(ITEMS + number, None), conversation=conversation)
+        await store.put(OWNER, _conversation_turn(ITEMS + number), conversation=conversation)
     samples: list[float] = []
     for number in range(TIMED_TURNS):
-        record = _turn(ITEMS + WARMUP_TURNS + number, None)
+        record = _conversation_turn(ITEMS + WARMUP_TURNS + number)
         started = time.perf_counter()
         items = await store.conversation_items(OWNER, conversation)
         await store.put(OWNER, record, conversation=conversation)

@@ -76,15 +76,25 @@ class _Item(_Value):
 
 
 class _Conversation(_Value):
-    __slots__ = ("ids", "record")
+    __slots__ = ("ids", "ids_size", "kept_at", "record")
 
-    def __init__(self, record: ConversationRecord, ids: list[str], ttl: float, now: float) -> None:
+    def __init__(self, record: ConversationRecord, ttl: float, now: float) -> None:
         super().__init__(record.size, ttl, now)
         self.record = record
-        self.ids = ids
+        self.ids: list[str] = []
+        self.ids_size = 0
+        self.kept_at = -float("inf")  # when every item it names was last kept alive
+
+    def extend(self, ids: Sequence[str]) -> None:
+        self.ids.extend(ids)
+        self.ids_size += sum(len(item_id) + 8 for item_id in ids)
+
+    def remove(self, item_id: str) -> None:
+        self.ids.remove(item_id)
+        self.ids_size -= len(item_id) + 8
 
     def resize(self) -> None:
-        self.size = self.record.size + sum(len(item_id) + 8 for item_id in self.ids)
+        self.size = self.record.size + self.ids_size
 
 
 def _size(value: _Value) -> int:
@@ -164,9 +174,9 @@ class MemoryStore:
             self._cache[(_TURN, owner, record.id)] = entry
             for item_id in item_ids:
                 self._set(_ITEM, owner, item_id, _Item(item_id, record.id, None, ttl, now))
-            if talk is not None and conversation is not None:
-                talk.ids.extend(item_ids)
-                self._store_conversation(owner, talk)
+            if talk is not None:
+                talk.extend(item_ids)
+                self._store_conversation(owner, talk, item_ids)
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None:
         with self._lock:
@@ -256,7 +266,7 @@ class MemoryStore:
         self, owner: str, conversation: ConversationRecord, items: Sequence[NewItem]
     ) -> None:
         with self._lock:
-            talk = _Conversation(conversation, [], self.conversation_ttl, self._timer())
+            talk = _Conversation(conversation, self.conversation_ttl, self._timer())
             self._add(owner, talk, items)
             self._store_conversation(owner, talk)
 
@@ -265,7 +275,7 @@ class MemoryStore:
             talk = self._conversation(owner, conversation_id)
             if talk is None:
                 return None
-            self._keep_items(owner, talk.ids, self._timer())
+            self._keep(owner, talk, ())
             return talk.record
 
     async def update_conversation(
@@ -277,7 +287,7 @@ class MemoryStore:
                 return None
             old = talk.record
             talk.record = ConversationRecord(old.id, old.created_at, metadata)
-            self._store_conversation(owner, talk)
+            self._store_conversation(owner, talk, ())
             return talk.record
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
@@ -292,7 +302,7 @@ class MemoryStore:
             if talk is None:
                 return None
             found = self._items(owner, talk.ids, strict=True)
-            self._keep_items(owner, talk.ids, self._timer())
+            self._keep(owner, talk, ())
             return [(item_id, found[item_id]) for item_id in talk.ids]
 
     async def add_items(self, owner: str, conversation_id: str, items: Sequence[NewItem]) -> bool:
@@ -301,7 +311,7 @@ class MemoryStore:
             if talk is None:
                 return False
             self._add(owner, talk, items)
-            self._store_conversation(owner, talk)
+            self._store_conversation(owner, talk, [item_id for item_id, _ in items])
             return True
 
     async def remove_item(self, owner: str, conversation_id: str, item_id: str) -> bool:
@@ -309,8 +319,8 @@ class MemoryStore:
             talk = self._conversation(owner, conversation_id)
             if talk is None or item_id not in talk.ids:
                 return False
-            talk.ids.remove(item_id)
-            self._store_conversation(owner, talk)
+            talk.remove(item_id)
+            self._store_conversation(owner, talk, ())
             return True
 
     async def lock_conversation(
@@ -346,20 +356,37 @@ class MemoryStore:
         self._refresh((_CONVERSATION, owner, conversation_id), self._timer())
         return talk
 
-    def _store_conversation(self, owner: str, talk: _Conversation) -> None:
-        """(Re)insert a conversation after a change: its size is counted anew, its TTL
-        restarts, and so does the TTL of every item and turn it names."""
+    def _store_conversation(
+        self, owner: str, talk: _Conversation, added: Sequence[str] | None = None
+    ) -> None:
+        """(Re)insert a conversation after a change: its size is counted anew and its
+        TTL restarts; the items it names are kept alive (``added``: only those, unless
+        the periodic pass over all of them is due; ``None``: all of them)."""
         talk.resize()
         if talk.size > self.max_bytes:
             raise StoreError(f"conversation {talk.record.id} exceeds the store's max_bytes")
         now = self._timer()
         talk.refreshed = now
         self._cache[(_CONVERSATION, owner, talk.record.id)] = talk
-        self._keep_items(owner, talk.ids, now)
+        if added is None:
+            talk.kept_at = -float("inf")
+        self._keep(owner, talk, added or ())
+
+    def _keep(self, owner: str, talk: _Conversation, added: Sequence[str]) -> None:
+        """The items a conversation names live at least as long as it does: every one of
+        them is refreshed once per ``ttl / 64`` (a load costs no more than that), and
+        newly added ones at once."""
+        now = self._timer()
+        if now - talk.kept_at >= self._refresh_after:
+            talk.kept_at = now
+            self._keep_items(owner, talk.ids, now)
+        elif added:
+            self._keep_items(owner, added, now)
 
     def _keep_items(self, owner: str, ids: Sequence[str], now: float) -> None:
-        """The items a conversation names live at least as long as it does."""
-        ttl = max(self.ttl, self.conversation_ttl)
+        # A margin of one refresh interval: items are refreshed at most that long
+        # before the conversation itself is.
+        ttl = max(self.ttl, self.conversation_ttl) + self._refresh_after
         for item_id in dict.fromkeys(ids):
             ref = self._cache.get((_ITEM, owner, item_id))
             if not isinstance(ref, _Item):
@@ -391,7 +418,7 @@ class MemoryStore:
             raise StoreError("an item exceeds the store's max_bytes")
         for item_id, item in kept:
             self._cache[(_ITEM, owner, item_id)] = item
-        talk.ids.extend(item_id for item_id, _ in items)
+        talk.extend([item_id for item_id, _ in items])
 
     def _items(self, owner: str, ids: Sequence[str], *, strict: bool) -> dict[str, bytes]:
         """The JSON of each id found; with ``strict``, ``ItemsMissing`` unless all are."""

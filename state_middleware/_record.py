@@ -167,12 +167,35 @@ def record_item_ids(record: TurnRecord) -> list[str]:
     return ids
 
 
+class _ItemView(msgspec.Struct):
+    id: Any = None
+    type: Any = None
+    content: msgspec.Raw = msgspec.Raw(b"")
+
+
+_views_decoder = msgspec.json.Decoder(list[_ItemView])
+_raws_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
 def record_items(record: TurnRecord) -> list[tuple[str, bytes]]:
     """Every item a turn stored, input then output, as ``(id, listed item JSON)``: the
-    names under which a store can find them again (``item_reference``, conversations)."""
+    names under which a store can find them again (``item_reference``, conversations).
+    An item already in listed form (an id, a ``type``, content that is not a bare
+    string) is its stored bytes as they are; only the others are rebuilt."""
     found: list[tuple[str, bytes]] = []
     for base, array in ((0, record.input_items), (OUTPUT_POSITION, record.output_items)):
-        for position, item in enumerate(_items_decoder.decode(array)):
+        views = _views_decoder.decode(array)
+        raws = _raws_decoder.decode(array)
+        for position, (view, raw) in enumerate(zip(views, raws, strict=True)):
+            if (
+                isinstance(view.id, str)
+                and view.id
+                and isinstance(view.type, str)
+                and bytes(view.content)[:1] != b'"'
+            ):
+                found.append((view.id, bytes(raw)))
+                continue
+            item = _json_decoder.decode(raw)
             listed = listed_item(item, record.id, base + position)
             found.append((listed["id"], _json_encoder.encode(listed)))
     return found
