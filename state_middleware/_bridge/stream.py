@@ -103,6 +103,8 @@ class ChatStreamTranslator:
         self._repeat_tail = b""
         self._repeat_pieces: list[str] = []
         self._learning = _LEARN_LIMIT
+        #: chunks decoded as JSON (the slow path); every other delta took ``repeat``
+        self.decoded = 0
         self._result: dict[str, Any] | None = None
 
     @property
@@ -136,6 +138,7 @@ class ChatStreamTranslator:
             return out
         if data[:1] != b"{" and data.strip() == b"[DONE]":
             return out + self._complete()
+        self.decoded += 1
         try:
             chunk = decode_chunk(data)
         except msgspec.DecodeError:
