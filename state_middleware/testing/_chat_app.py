@@ -29,6 +29,13 @@ Kimi, refuses with 400 any request holding an assistant message with ``tool_call
 no non-empty ``<reasoning_field>``. ``ScriptedChatApp(answer_as="json")`` answers every
 request as JSON, ``stream: true`` or not, and ``answer_as="stream"`` streams every answer,
 as some servers do (the default, ``"asked"``, follows ``stream``).
+
+``ScriptedChatApp(chunk_style="transformers", frames_per_write=8)`` streams the way real
+servers are read through a proxy: each body message holds up to 8 frames, and the chunks
+are written as ``transformers serve`` writes them (the openai SDK's field order with
+``None`` fields left out, a ``created`` that moves on every ``CHUNKS_PER_SECOND`` chunks,
+no ``data: [DONE]``), with the usage, when asked for, on the finish chunk (as llama.cpp's
+server puts it) instead of a chunk of its own.
 """
 
 from __future__ import annotations
@@ -66,6 +73,9 @@ THINKING_MISSING_MESSAGE = (
 )
 PATCH_TEMPLATE = "*** Begin Patch\n*** Add File: {}\n+hello\n*** End Patch\n"
 CREATED = 1_700_000_000
+#: how many chunks a ``transformers``-style stream writes before its ``created`` moves on
+CHUNKS_PER_SECOND = 25
+CHUNK_STYLES = ("openai", "transformers")
 
 _CALL = re.compile(r"\bCALL:([\w-]+(?:,[\w-]+)*)", re.ASCII)
 _SHELL = re.compile(r"\bSHELL:[ \t]*([^\r\n]+)")
@@ -256,7 +266,9 @@ class _Reply:
 
     def chunks(self, include_usage: bool) -> list[dict[str, Any]]:
         plan = self.plan
-        chunks = [self._chunk({"role": "assistant", "content": ""})]
+        transformers = self.app.chunk_style == "transformers"
+        role = {"role": "assistant"} if transformers else {"role": "assistant", "content": ""}
+        chunks = [self._chunk(role)]
         if plan.reasoning is not None:
             field_name = self.app.reasoning_field
             chunks += [self._chunk({field_name: piece}) for piece in _words(plan.reasoning)]
@@ -266,12 +278,34 @@ class _Reply:
             return [*chunks, *content[:1], error]
         chunks += content + self._call_fragments()
         chunks.append(self._chunk({}, plan.finish_reason))
-        if include_usage:  # every chunk says usage: null, then one chunk carries it
+        if include_usage and transformers:
+            chunks[-1]["usage"] = self._usage()
+        elif include_usage:  # every chunk says usage: null, then one chunk carries it
             for chunk in chunks:
                 chunk["usage"] = None
             chunks.append({**self._envelope("chat.completion.chunk"), "choices": []})
             chunks[-1]["usage"] = self._usage()
         return chunks
+
+
+def _transformers_chunk(chunk: dict[str, Any], number: int) -> dict[str, Any]:
+    """Chunk ``number`` of a stream as ``transformers serve`` writes it: the SDK's field
+    order, ``None`` fields left out, ``created`` moving on with the chunks."""
+    if "choices" not in chunk:  # an error payload goes out as it is
+        return chunk
+    choices = []
+    for choice in chunk["choices"]:
+        delta = {k: v for k, v in choice["delta"].items() if v is not None}
+        written = {"delta": delta, "index": choice["index"]}
+        if choice["finish_reason"] is not None:
+            written["finish_reason"] = choice["finish_reason"]
+        choices.append(written)
+    written = {"id": chunk["id"], "choices": choices}
+    written["created"] = chunk["created"] + number // CHUNKS_PER_SECOND
+    written.update(model=chunk["model"], object=chunk["object"], system_fingerprint="")
+    if chunk.get("usage") is not None:
+        written["usage"] = chunk["usage"]
+    return written
 
 
 class ScriptedChatApp:
@@ -288,9 +322,17 @@ class ScriptedChatApp:
         reasoning_field: str = "reasoning_content",
         model: str = "scripted-chat-model",
         answer_as: str = "asked",
+        chunk_style: str = "openai",
+        frames_per_write: int = 1,
     ) -> None:
         if answer_as not in ("asked", "json", "stream"):
             raise ValueError(f"answer_as must be 'asked', 'json' or 'stream', not {answer_as!r}")
+        if chunk_style not in CHUNK_STYLES:
+            raise ValueError(f"chunk_style must be 'openai' or 'transformers', not {chunk_style!r}")
+        if frames_per_write < 1:
+            raise ValueError(f"frames_per_write must be at least 1, not {frames_per_write}")
+        self.chunk_style = chunk_style
+        self.frames_per_write = frames_per_write
         self.route = prefix.rstrip("/") + "/chat/completions"
         self.thinking = thinking
         self.answer_as = answer_as
@@ -364,11 +406,13 @@ class ScriptedChatApp:
         await send(
             {"type": "http.response.start", "status": 200, "headers": headers, "trailers": False}
         )
-        for chunk in chunks:
-            frame = b"data: " + _encode(chunk) + b"\n\n"
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        if complete:
-            await send(
-                {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True}
-            )
+        if self.chunk_style == "transformers":
+            chunks = [_transformers_chunk(chunk, i) for i, chunk in enumerate(chunks)]
+        frames = [b"data: " + _encode(chunk) + b"\n\n" for chunk in chunks]
+        if complete and self.chunk_style == "openai":
+            frames.append(b"data: [DONE]\n\n")
+        size = self.frames_per_write
+        for start in range(0, len(frames), size):
+            body = b"".join(frames[start : start + size])
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
