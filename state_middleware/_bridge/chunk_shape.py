@@ -3,13 +3,13 @@
 Token streams repeat one chunk shape with only the text changing. ``single_text`` says
 whether a decoded chunk is just one text delta; ``text_hole`` finds that text in the
 chunk's bytes and proves, with a probe, that another string in the same place changes
-nothing but the text. ``ChatStreamTranslator.repeat`` then matches later frames against
-the bytes around the hole.
+nothing but the text. ``repeat.RepeatedChunks`` then matches later frames against the
+bytes around the hole.
 
 Many servers (``transformers serve``, llama.cpp) also stamp every chunk with the second
 it was written in, so ``created`` changes while the shape does not: ``clock_hole`` finds
-its digits around the text hole, for ``repeat`` to take any other number of as many
-digits there.
+its digits around the text hole, for ``RepeatedChunks`` to take any other number of as
+many digits there.
 """
 
 from __future__ import annotations

@@ -132,8 +132,9 @@ class ChatReplyTranslator:
             chunk: bytes = message.get("body", b"")
             # The usual chunk: one chat delta, or a few when the server's writes were
             # read together, translated and handed on at once, without a coroutine of
-            # ours around it. Most are the last chunk with other text.
-            data = stream.repeat(chunk)
+            # ours around it. Most are the last chunk with other text: the fast path.
+            repeated = stream.repeated
+            data = repeated.repeat(chunk)
             if data is not None:
                 return self.deliver_plain(
                     {"type": "http.response.body", "body": data, "more_body": True}
@@ -143,7 +144,7 @@ class ChatReplyTranslator:
                 if not data:
                     return _nothing()
                 return self.deliver({"type": "http.response.body", "body": data, "more_body": True})
-            data, used = stream.repeat_frames(chunk)
+            data, used = repeated.repeat_frames(chunk)
             if used == len(chunk) and data:
                 return self.deliver_plain(
                     {"type": "http.response.body", "body": data, "more_body": True}
@@ -192,10 +193,11 @@ class ChatReplyTranslator:
         stream = self.stream
         out = [done]
         plain = more  # only deltas of the last chunk's shape, which need no looking into
+        repeat = stream.repeated.repeat
         for frame in self.decoder.frames(chunk[used:], last=not more):
             if frame.data is None:
                 continue
-            data = stream.repeat(frame.raw)
+            data = repeat(frame.raw)
             if data is None:
                 plain = False
                 data = stream.feed(frame.data, frame.raw)
