@@ -11,6 +11,11 @@ uvicorn subprocess and the client stays in this process, as in ``run.py``:
 * ``stream``: ``DELTAS:2000`` streamed. The bridge reads the 2000-chunk chat stream and
   sends the Responses event stream; the bare app sends the chat stream itself (with
   ``stream_options.include_usage``, as the bridge asks for). Time to the last byte.
+* ``batched`` (``stream``'s second row): the same 2000 deltas as a real server read
+  through a proxy sends them (``ScriptedChatApp(chunk_style="transformers",
+  frames_per_write=8)``: eight frames a body message, a ``created`` that moves on every
+  25 chunks, the usage on the finish chunk, no ``[DONE]``), with the share of deltas the
+  bridge's fast path took without decoding (counted in process on the same stream).
 * ``in_process``: the same stream straight into each app object, no server: the CPU
   time per stream (best of ``IN_PROCESS_STREAMS``), so the bridge's own cost per delta
   shows without the server's share and its noise. Not a target, a diagnosis.
@@ -45,6 +50,11 @@ from _common import (
     timed,
 )
 
+from state_middleware import ResponsesStateMiddleware
+from state_middleware._bridge.response import response_skeleton
+from state_middleware._bridge.turn import ChatReplyTranslator
+from state_middleware.testing import ScriptedChatApp
+
 __all__ = ["run"]
 
 ROUNDS = 7
@@ -53,18 +63,29 @@ STREAMS = 4  # per app per round
 IN_PROCESS_STREAMS = 30  # per app
 STREAM_DELTAS = 2000
 TARGET = 1.10
+FRAMES_PER_WRITE = 8
+
+# Served as ``bench_bridge:bare_batched`` and ``bench_bridge:bridge_batched``.
+bare_batched = ScriptedChatApp(chunk_style="transformers", frames_per_write=FRAMES_PER_WRITE)
+bridge_batched = ResponsesStateMiddleware(
+    ScriptedChatApp(chunk_style="transformers", frames_per_write=FRAMES_PER_WRITE),
+    upstream_api="chat",
+)
 
 PROMPT = "Hello, how are you today?"
 AUTH = (b"authorization", b"Bearer sk-bench")
 JSON_HEADERS = {"content-type": "application/json"}
 
 
-def _compare(bare_measure: Measure, bridge_measure: Measure) -> Comparison:
+def _compare(
+    bare_measure: Measure, bridge_measure: Measure, apps: tuple[str, str] | None = None
+) -> Comparison:
     """The bare chat app and the bridge, each with its own measure (see
-    ``_common.compare``)."""
+    ``_common.compare``); ``apps`` names another pair to serve."""
+    bare_app, bridge_app = apps or ("_apps:bare_chat", "_apps:bridge")
     return compare(
-        Served("bare chat", "_apps:bare_chat", bare_measure),
-        Served("bridge", "_apps:bridge", bridge_measure),
+        Served("bare chat", bare_app, bare_measure),
+        Served("bridge", bridge_app, bridge_measure),
         rounds=ROUNDS,
         headers=[AUTH],
     )
@@ -115,23 +136,81 @@ RESPONSES_STREAM_BODY = {"model": "m", "input": STREAM_TEXT, "stream": True}
 
 
 def stream() -> list[Row]:
+    """The plain stream's row, then the batched one's."""
     result = _compare(
         _streams("/v1/chat/completions", CHAT_STREAM_BODY, b"data: [DONE]"),
         _streams("/v1/responses", RESPONSES_STREAM_BODY, b"event: response.completed"),
     )
-    added = result.added
-    return [
-        row(
-            f"{STREAM_DELTAS}-delta stream, last byte, bridge / bare chat",
-            f"{result.ratio:.3f}x",
-            target=f"<= {TARGET:.2f}x",
-            met=result.ratio <= TARGET,
-            details=(
-                result.details(f"{STREAMS} streams")
-                + f"; {added / STREAM_DELTAS * 1e6:.1f} us per delta"
-            ),
-        )
+    plain = _stream_row(f"{STREAM_DELTAS}-delta stream, last byte, bridge / bare chat", result)
+    return [plain, *batched()]
+
+
+def _stream_row(measurement: str, result: Comparison, note: str = "", more: str = "") -> Row:
+    """A streamed comparison's row; ``note`` follows the ratio, ``more`` the details."""
+    return row(
+        measurement,
+        f"{result.ratio:.3f}x{note}",
+        target=f"<= {TARGET:.2f}x",
+        met=result.ratio <= TARGET,
+        details=(
+            result.details(f"{STREAMS} streams")
+            + f"; {result.added / STREAM_DELTAS * 1e6:.1f} us per delta{more}"
+        ),
+    )
+
+
+def _fast_path_share() -> tuple[int, int]:
+    """How many of the batched stream's ``STREAM_DELTAS`` deltas the bridge translated
+    without decoding their chunk, and how many chunks it decoded, in process."""
+    content = msgspec.json.encode(CHAT_STREAM_BODY)
+    status, body = asyncio.run(call_asgi(bare_batched, "/v1/chat/completions", content, [AUTH]))
+    frames = [frame + b"\n\n" for frame in body.split(b"\n\n")[:-1]]
+    if status != 200 or len(frames) != STREAM_DELTAS + 2:  # the role and finish chunks too
+        raise RuntimeError(f"the batched stream is not {STREAM_DELTAS} deltas")
+    writes = [
+        b"".join(frames[i : i + FRAMES_PER_WRITE]) for i in range(0, len(frames), FRAMES_PER_WRITE)
     ]
+
+    async def deliver(message: Any) -> None:
+        pass
+
+    base = response_skeleton(
+        RESPONSES_STREAM_BODY,
+        response_id="resp_bench",
+        created_at=0,
+        previous_response_id=None,
+        store=False,
+    )
+    translator = ChatReplyTranslator(base, deliver, 1 << 30, direct=lambda: None, wants_stream=True)
+
+    async def translate() -> int:
+        headers = [(b"content-type", b"text/event-stream")]
+        await translator.send({"type": "http.response.start", "status": 200, "headers": headers})
+        for write in writes:
+            await translator.send({"type": "http.response.body", "body": write, "more_body": True})
+        await translator.send({"type": "http.response.body", "body": b"", "more_body": False})
+        assert translator.stream is not None
+        assert translator.stream.terminal_emitted
+        return translator.stream.decoded
+
+    decoded = asyncio.run(translate())
+    return STREAM_DELTAS - (decoded - 2), decoded
+
+
+def batched() -> list[Row]:
+    result = _compare(
+        _streams("/v1/chat/completions", CHAT_STREAM_BODY, b'"finish_reason":"stop"'),
+        _streams("/v1/responses", RESPONSES_STREAM_BODY, b"event: response.completed"),
+        apps=("bench_bridge:bare_batched", "bench_bridge:bridge_batched"),
+    )
+    hits, decoded = _fast_path_share()
+    measurement = (
+        f"{STREAM_DELTAS}-delta batched transformers-style stream "
+        f"({FRAMES_PER_WRITE} frames a write), last byte, bridge / bare chat"
+    )
+    note = f"; fast path {hits / STREAM_DELTAS:.1%}"
+    more = f"; fast path {hits}/{STREAM_DELTAS} deltas, {decoded} chunks decoded"
+    return [_stream_row(measurement, result, note, more)]
 
 
 def _best_cpu(app: Any, path: str, body: dict[str, Any], last_event: bytes) -> float:

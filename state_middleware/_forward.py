@@ -31,27 +31,9 @@ a failure can only end the body early. A client that goes away (``http.disconnec
 or ``send`` raising ``OSError``) closes the upstream request, so the upstream sees the
 disconnect too.
 
-A dead kept-alive connection: an upstream may close a pooled connection without
-``Connection: close`` (uvicorn does when an app raises after its reply started), and the
-next request, any caller's, can go out on it before the close is seen. A request sent on
-a reused connection that fails before its reply head arrived (reset, or closed with no
-reply: ``ReadError``, ``WriteError``, a ``RemoteProtocolError`` not raised by the HTTP
-parser) is sent once more, on a new connection from a second pool that keeps none alive,
-so the retry can neither land on another dead connection nor run a third time. A new
-connection that fails, any failure once the head arrived, and a reply the parser rejected
-(bytes came, so the connection was alive) are not retried; a head cut off part-way
-looks like no reply to httpcore and is retried. The first attempt may have reached the
-upstream app before the close (it does in the uvicorn case), so a retried POST can run
-twice there; browsers resend on a stale keep-alive on the same terms. httpcore's trace
-hook tells a new connection from a reused one (only a new one starts with a
-``connection.connect_tcp`` event); the hook leaves the request after its first event, so
-tracing costs one call per request.
-
-The request body streams, so a retry needs the bytes already sent: they are kept (the
-chunks themselves, no copy) until the reply head arrives, up to ``_REPLAY_LIMIT`` (4 MiB).
-That covers the JSON bodies the API exchanges, even long chains the middleware expanded
-(which it holds in memory anyway); a body past the limit stops being kept and is not
-retried. The retry sends the kept chunks, then goes on reading from the client.
+A dead kept-alive connection (an upstream may close one without ``Connection: close``):
+a request that went out on it and failed before its reply head is sent once more, on a
+new connection, as ``_forward_retry`` describes.
 """
 
 from __future__ import annotations
@@ -69,10 +51,10 @@ from . import _defaults
 from ._asgi import ClientGone, header, send_json
 from ._errors import error_body
 from ._extras import MISSING_PROXY_MESSAGE
+from ._forward_retry import RETRY_KEEPALIVE_CONNECTIONS, ReplayableBody, StaleConnectionRetry
 
 try:
     import anyio
-    import h11
     import httpx
 except ModuleNotFoundError as exc:
     raise ModuleNotFoundError(MISSING_PROXY_MESSAGE, name=exc.name) from exc
@@ -111,10 +93,6 @@ _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 #: dropped by us before the upstream closes it under a new request
 _KEEPALIVE_EXPIRY = 4.0
 _KEEPALIVE_CONNECTIONS = 64
-#: request body bytes kept, until the reply head arrives, to send again on a retry
-_REPLAY_LIMIT = 4 * 2**20
-#: how a kept-alive connection that was already dead fails before the reply head
-_DEAD_CONNECTION = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 #: Chunks httpcore already holds come without a pause, and a server's send does not
 #: pause either, so a fast stream could run on without the event loop ever seeing that
@@ -184,10 +162,10 @@ class ForwardingApp:
         return self._pool
 
     def retry_pool(self) -> httpx.AsyncHTTPTransport:
-        """A pool that keeps no connection alive: each request through it opens a new
-        one. Retries go through it; made on first use."""
+        """The pool retries go through (see ``_forward_retry``): it keeps no connection
+        alive, so each request through it opens a new one. Made on first use."""
         if self._retry_pool is None:
-            self._retry_pool = _transport(0)
+            self._retry_pool = _transport(RETRY_KEEPALIVE_CONNECTIONS)
         return self._retry_pool
 
     async def aclose(self) -> None:
@@ -263,20 +241,6 @@ def _transport(keepalive_connections: int) -> httpx.AsyncHTTPTransport:
     )
 
 
-def _connection_was_dead(exc: httpx.TransportError) -> bool:
-    """Whether ``exc``, raised before the reply head was complete, says the connection
-    was dead. An error of the HTTP parser (h11) in its chain means reply bytes came;
-    for a connection closed with no reply httpcore raises its own, from nothing."""
-    if not isinstance(exc, _DEAD_CONNECTION):
-        return False
-    chained = exc.__cause__ or exc.__context__
-    while chained is not None:
-        if isinstance(chained, h11.RemoteProtocolError):
-            return False
-        chained = chained.__cause__ or chained.__context__
-    return True
-
-
 def _raw_route_path(scope: Any) -> bytes:
     """The percent-encoded path the app routes on (``root_path`` removed).
 
@@ -313,8 +277,6 @@ class _Exchange:
         self.watcher: asyncio.Task[None] | None = None
         self.client_gone = False
         self.finished = False  # the last body message is (being) sent to the client
-        self.extensions: dict[str, Any] = {"trace": self._trace}
-        self.reused: bool | None = None  # was the first attempt sent on a pooled connection
 
     async def run(self) -> None:
         try:
@@ -348,29 +310,14 @@ class _Exchange:
             header(headers, b"content-length") not in (None, b"0")
             or header(headers, b"transfer-encoding") is not None
         )
-        body = _ReplayableBody(self._request_body()) if has_body else None
+        body = ReplayableBody(self._request_body()) if has_body else None
         if body is None:
             self._watch_for_disconnect()
+        app = self.app
         try:
-            request = self.app.upstream_request(self.scope, body, self.extensions)
-            try:
-                response = await self.app.pool().handle_async_request(request)
-            except httpx.TransportError as exc:
-                if not (self.reused and _connection_was_dead(exc)):
-                    raise
-                if body is not None and not body.rewind():
-                    raise
-                logger.info(
-                    "%s %s: the kept-alive connection to %s was dead (%r); sending again",
-                    self.scope["method"],
-                    self.scope["path"],
-                    self.app.upstream,
-                    exc,
-                )
-                response = await self.app.retry_pool().handle_async_request(request)
-            if body is not None:
-                body.forget()
-            return response
+            retry = StaleConnectionRetry(self.scope, app.upstream)
+            request = app.upstream_request(self.scope, body, retry.extensions)
+            return await retry.send(request, body, app.pool(), app.retry_pool)
         except ClientGone:
             return None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -384,14 +331,6 @@ class _Exchange:
                 with anyio.CancelScope(shield=True):
                     await body.aclose()  # a body left half read by a failed send
         return None
-
-    async def _trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's trace hook. Its first event names the connection: a new one
-        starts with ``connection.connect_tcp``, a pooled one with ``http11.*``. Then
-        the hook leaves the request, which is not traced further."""
-        if self.reused is None:
-            self.reused = not event.startswith("connection.")
-            self.extensions.pop("trace", None)
 
     async def _request_body(self) -> AsyncGenerator[bytes, None]:
         """The request body as the server delivers it; then watch for a disconnect."""
@@ -474,44 +413,3 @@ class _Exchange:
             await send_json(self.send, status, error_body(message, "server_error", None, code))
         except OSError:
             self.client_gone = True
-
-
-class _ReplayableBody:
-    """The request body as the client sends it, keeping the chunks sent (up to
-    ``_REPLAY_LIMIT`` bytes) so that ``rewind`` can start it again for a retry."""
-
-    def __init__(self, chunks: AsyncGenerator[bytes, None]) -> None:
-        self._chunks = chunks
-        self._kept: list[bytes] | None = []
-        self._size = 0
-        self._position = 0  # kept chunks already sent by this attempt
-
-    def __aiter__(self) -> _ReplayableBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        kept = self._kept
-        if kept is not None and self._position < len(kept):
-            self._position += 1
-            return kept[self._position - 1]
-        chunk = await self._chunks.__anext__()
-        if kept is not None:
-            self._size += len(chunk)
-            if self._size > _REPLAY_LIMIT:
-                self._kept = None
-            else:
-                kept.append(chunk)
-                self._position += 1
-        return chunk
-
-    def rewind(self) -> bool:
-        """Start again from the first byte; ``False`` if the bytes sent were not kept."""
-        self._position = 0
-        return self._kept is not None
-
-    def forget(self) -> None:
-        """Stop keeping chunks (the reply has started: there is no retry any more)."""
-        self._kept = None
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()

@@ -7,13 +7,28 @@ text, so the caller falls back to ``feed``.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import pytest
 
 from state_middleware._bridge.stream import ChatStreamTranslator
-from tests.test_bridge_stream import base, chunk, events, normalized, terminal, usage_chunk
+from state_middleware._bridge.turn import ChatReplyTranslator
+from state_middleware._sse import SSEDecoder
+from state_middleware.testing._chat_app import CHUNKS_PER_SECOND, ScriptedChatApp
+from tests.test_bridge_stream import (
+    base,
+    chunk,
+    events,
+    normalized,
+    terminal,
+    translate,
+    types,
+    usage_chunk,
+)
 
 
 def frame(payload: dict[str, Any] | bytes) -> bytes:
@@ -54,6 +69,14 @@ def llama_cpp_chunk(text: str) -> dict[str, Any]:
             "system_fingerprint": "b1", "object": "chat.completion.chunk"}  # fmt: skip
 
 
+def transformers_chunk(text: str, created: int) -> dict[str, Any]:
+    """``transformers serve``'s shape: the SDK's field order, no ``None`` fields, and the
+    second each chunk was written in."""
+    return {"id": "req_0", "choices": [{"delta": {"content": text}, "index": 0}],
+            "created": created, "model": "Qwen/Qwen2.5-0.5B-Instruct@main",
+            "object": "chat.completion.chunk", "system_fingerprint": ""}  # fmt: skip
+
+
 OPEN_CALL = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
 TEXTS = ["Hel", "lo", ", wörld", ' "quoted"', " back\\slash", "\n", " 😀", "\u2028", " end"]
 
@@ -68,6 +91,12 @@ STREAMS = {
     + [frame(compact(chunk({"content": t, "reasoning_content": None}))) for t in TEXTS],
     "thinking, reasoning field": [frame(compact(chunk({"reasoning": t}))) for t in TEXTS]
     + [frame(compact(chunk({"content": t}))) for t in TEXTS],
+    "transformers, a new second every other chunk": [
+        frame(compact(transformers_chunk(t, 1_750_000_000 + i // 2))) for i, t in enumerate(TEXTS)
+    ],
+    "created after the text, spaced json": [
+        frame({**chunk({"content": t}), "created": 1_750_000_000 + i}) for i, t in enumerate(TEXTS)
+    ],
     "text around a tool call": [frame(compact(chunk({"content": t}))) for t in TEXTS[:3]]
     + [
         frame(compact(chunk({"tool_calls": [OPEN_CALL]}))),
@@ -166,7 +195,7 @@ def test_nothing_repeats_after_the_stream_ends() -> None:
 def test_a_shape_that_changes_every_chunk_stops_being_learned() -> None:
     translator = ChatStreamTranslator(base=base())
     for i in range(100):
-        payload = {**chunk({"content": f"t{i}"}), "created": i}
+        payload = {**chunk({"content": f"t{i}"}), "system_fingerprint": f"fp{i}"}
         assert translator.repeat(frame(compact(payload))) is None
         translator.feed(compact(payload))
     assert translator._learning == 0
@@ -178,3 +207,144 @@ def test_nothing_repeats_before_a_text_chunk_was_decoded(raw: bytes) -> None:
     assert translator.repeat(raw) is None
     translator.feed(compact(chunk({"role": "assistant", "content": ""})))
     assert translator.repeat(raw) is None
+
+
+def test_a_new_created_second_is_taken_without_decoding() -> None:
+    frames = [frame(compact(transformers_chunk(f" w{i}", 1_750_000_000 + i))) for i in range(50)]
+    translator = ChatStreamTranslator(base=base())
+    translator.feed(frames[0][6:-2])
+    assert all(translator.repeat(raw) is not None for raw in frames[1:])
+    assert translator.decoded == 1
+
+
+@pytest.mark.parametrize("created", [b"175000000", b"17500000000", b"0750000000", b"1750-00000"])
+def test_created_is_only_taken_with_as_many_digits_and_no_leading_zero(created: bytes) -> None:
+    translator = ChatStreamTranslator(base=base())
+    translator.feed(compact(transformers_chunk("first", 1_750_000_000)))
+    raw = frame(compact(transformers_chunk("next", 1_750_000_000)))
+    assert translator.repeat(raw.replace(b"1750000000", created)) is None
+    assert translator.repeat(raw) is not None
+
+
+def test_a_created_that_is_not_one_number_makes_no_clock_hole() -> None:
+    translator = ChatStreamTranslator(base=base())
+    payload = {**transformers_chunk("first", 1), "extra": {"created": 2}}
+    translator.feed(compact(payload))
+    assert translator.repeat(frame(compact({**payload, "created": 3}))) is None
+    assert translator.repeat(frame(compact(payload).replace(b"first", b"again"))) is not None
+
+
+# -- the bridge on a recorded real-world stream --------------------------------------------
+
+
+async def recorded(*, frames_per_write: int, deltas: int = 120, text: str = "") -> list[bytes]:
+    """The body messages of a ``transformers``-style stream of ``ScriptedChatApp``."""
+    app = ScriptedChatApp(chunk_style="transformers", frames_per_write=frames_per_write)
+    body = {"model": "m", "messages": [{"role": "user", "content": text or f"DELTAS:{deltas}"}]}
+    body.update(stream=True, stream_options={"include_usage": True})
+    body["tools"] = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    request = [{"type": "http.request", "body": msgspec.json.encode(body), "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> Any:
+        return request.pop()
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 200
+    return [m["body"] for m in sent if m["type"] == "http.response.body" and m["body"]]
+
+
+async def bridged(writes: Iterable[bytes], *, direct: bool = True) -> ChatReplyTranslator:
+    """Hand ``writes`` to a ``ChatReplyTranslator`` as one chat app's streamed reply;
+    the translator's ``out`` is what it delivered."""
+    out: list[bytes] = []
+
+    async def deliver(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            out.append(message["body"])
+
+    translator = ChatReplyTranslator(
+        base(), deliver, 1 << 30, direct=lambda: deliver if direct else None, wants_stream=True
+    )
+    start = {"type": "http.response.start", "status": 200}
+    await translator.send({**start, "headers": [(b"content-type", b"text/event-stream")]})
+    for body in writes:
+        await translator.send({"type": "http.response.body", "body": body, "more_body": True})
+    await translator.send({"type": "http.response.body", "body": b"", "more_body": False})
+    translator.out = out  # type: ignore[attr-defined]
+    return translator
+
+
+def delivered(translator: ChatReplyTranslator) -> bytes:
+    return b"".join(translator.out)  # type: ignore[attr-defined]
+
+
+def batched(stream: bytes, size: int) -> list[bytes]:
+    """``stream``'s frames, ``size`` to a write."""
+    frames = [f + b"\n\n" for f in stream.split(b"\n\n")[:-1]]
+    return [b"".join(frames[i : i + size]) for i in range(0, len(frames), size)]
+
+
+@pytest.mark.anyio
+async def test_the_recorded_stream_is_batched_without_done_and_with_usage_on_the_finish() -> None:
+    writes = await recorded(frames_per_write=8)
+    frames = b"".join(writes).split(b"\n\n")[:-1]
+    payloads = [json.loads(f.removeprefix(b"data: ")) for f in frames]
+    assert len(writes[0].split(b"\n\n")) == 9
+    assert b"[DONE]" not in b"".join(writes)
+    assert payloads[-1]["usage"]["total_tokens"] > 0
+    assert payloads[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "usage" not in payloads[-2]
+    assert len({p["created"] for p in payloads}) == len(payloads) // CHUNKS_PER_SECOND + 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [1, 2, 3, 8, 50, 1000])
+@pytest.mark.parametrize("direct", [True, False])
+async def test_batched_frames_give_the_slow_path_events_and_skip_decoding(
+    size: int, direct: bool
+) -> None:
+    stream = b"".join(await recorded(frames_per_write=1))
+    translator = await bridged(batched(stream, size), direct=direct)
+    assert normalized(events(delivered(translator))) == normalized(events(translate(stream)))
+    assert translator.stream is not None
+    # The role chunk, the first text chunk and the finish chunk; all other deltas hit.
+    assert translator.stream.decoded == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "framing",
+    [(b"data: ", b"\n\n"), (b"data:", b"\n\n"), (b"data: ", b"\r\n\r\n"), (b"data:", b"\r\n\r\n")],
+)
+async def test_other_framings_of_the_data_line_are_learned(framing: tuple[bytes, bytes]) -> None:
+    before, after = framing
+    stream = b"".join(await recorded(frames_per_write=1))
+    stream = stream.replace(b"data: ", before).replace(b"\n\n", after)
+    writes = [f + after for f in stream.split(after)[:-1]]
+    for size in (1, 4):
+        grouped = [b"".join(writes[i : i + size]) for i in range(0, len(writes), size)]
+        translator = await bridged(grouped)
+        assert normalized(events(delivered(translator))) == normalized(events(translate(stream)))
+        assert translator.stream is not None
+        assert translator.stream.decoded == 3
+
+
+@pytest.mark.anyio
+async def test_every_split_of_the_stream_into_writes_gives_the_slow_path_events() -> None:
+    text = 'Hi, wörld 😀 "q" DELTAS:30 CALL:f'
+    stream = b"".join(await recorded(frames_per_write=1, text=text))
+    expected = events(translate(stream))
+    assert types(expected).count("function_call_arguments.delta") == 2
+    cuts = [(cut,) for cut in range(1, len(stream))]
+    cuts += [tuple(range(step, len(stream), step)) for step in (7, 64, 333)]
+    for splits in cuts:
+        bounds = [0, *splits, len(stream)]
+        translator = await bridged(stream[a:b] for a, b in itertools.pairwise(bounds))
+        # ``events`` checked the framing once; JSON is enough to compare the rest.
+        out = [json.loads(frame.data or b"") for frame in SSEDecoder().feed(delivered(translator))]
+        assert normalized(out) == normalized(expected), splits

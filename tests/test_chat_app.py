@@ -204,6 +204,32 @@ def test_answer_as_takes_only_its_three_values() -> None:
         ScriptedChatApp(answer_as="sometimes")
 
 
+@pytest.mark.parametrize(("option", "value"), [("chunk_style", "vllm"), ("frames_per_write", 0)])
+def test_stream_shape_options_refuse_what_they_do_not_know(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=option):
+        ScriptedChatApp(**{option: value})
+
+
+@pytest.mark.parametrize("app", [ScriptedChatApp(chunk_style="transformers", frames_per_write=4)])
+async def test_a_transformers_style_stream_reads_as_the_same_answer(
+    client: openai.AsyncOpenAI,
+) -> None:
+    chunks = await collect(
+        await client.chat.completions.create(
+            model="m",
+            messages=[user("DELTAS:60")],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "[1 messages] DELTAS:60" + "".join(f" {i}" for i in range(1, 60))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens > 0
+    assert len({c.created for c in chunks}) == 3
+
+
 async def test_stream_with_include_usage_ends_with_a_usage_only_chunk(
     client: openai.AsyncOpenAI,
 ) -> None:

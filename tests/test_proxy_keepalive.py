@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from state_middleware import _forward
+from state_middleware import _forward_retry
 from state_middleware.proxy import create_app
 
 from ._servers import serve
@@ -116,7 +116,7 @@ async def test_a_body_larger_than_the_replay_limit_is_not_sent_again(
     dropping: tuple[DroppingUpstream, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upstream, url = dropping
-    monkeypatch.setattr(_forward, "_REPLAY_LIMIT", 4)
+    monkeypatch.setattr(_forward_retry, "_REPLAY_LIMIT", 4)
     upstream.seen.clear()
     app = create_app(upstream=url + "/v1")
     assert (await _call(app, "GET", "/v1/crash", [], []))[0] == 500

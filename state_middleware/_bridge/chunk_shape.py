@@ -3,8 +3,13 @@
 Token streams repeat one chunk shape with only the text changing. ``single_text`` says
 whether a decoded chunk is just one text delta; ``text_hole`` finds that text in the
 chunk's bytes and proves, with a probe, that another string in the same place changes
-nothing but the text. ``ChatStreamTranslator.repeat`` then matches later frames against
-the bytes around the hole.
+nothing but the text. ``repeat.RepeatedChunks`` then matches later frames against the
+bytes around the hole.
+
+Many servers (``transformers serve``, llama.cpp) also stamp every chunk with the second
+it was written in, so ``created`` changes while the shape does not: ``clock_hole`` finds
+its digits around the text hole, for ``RepeatedChunks`` to take any other number of as
+many digits there.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import msgspec
 
 from .stream_parts import ChatChunk, decode_chunk
 
-__all__ = ["single_text", "text_hole"]
+__all__ = ["clock_digits", "clock_hole", "single_text", "text_hole"]
 
 _encode = msgspec.json.Encoder().encode
 _PROBE_TEXT = "\x00"
 _PROBE = _encode(_PROBE_TEXT)
+_CREATED = b'"created":'
 
 
 def single_text(chunk: ChatChunk) -> tuple[str, str] | None:
@@ -57,3 +63,41 @@ def text_hole(data: bytes, part_type: str, text: str) -> tuple[bytes, bytes] | N
     except msgspec.DecodeError:
         return None
     return (head, tail) if probe == (part_type, _PROBE_TEXT) else None
+
+
+def clock_digits(digits: bytes, size: int) -> bool:
+    """Whether ``digits`` may stand where a ``clock_hole`` of ``size`` digits was: as many
+    ASCII digits, and no leading zero (which JSON forbids) unless there is only one."""
+    return len(digits) == size and digits.isdigit() and (size == 1 or digits[:1] != b"0")
+
+
+def clock_hole(head: bytes, tail: bytes, part_type: str) -> tuple[bool, int, int] | None:
+    """Where the digits of the chunk's ``created`` are, around the text hole ``head`` and
+    ``tail`` of ``text_hole``: ``(in the head, offset in that part, digit count)``, or
+    ``None`` when there is no such number, or more than one, or a probe shows that
+    other digits there would change the chunk.
+
+    In valid JSON ``"created":`` can only be a key (a quote inside a string is escaped),
+    and no field the translator reads is called that; the probe still proves it.
+    """
+    if head.count(_CREATED) + tail.count(_CREATED) != 1:
+        return None
+    in_head = _CREATED in head
+    part = head if in_head else tail
+    at = part.find(_CREATED) + len(_CREATED)
+    while part[at : at + 1] == b" ":
+        at += 1
+    end = at
+    while part[end : end + 1].isdigit():
+        end += 1
+    size = end - at
+    if not clock_digits(part[at:end], size):
+        return None
+    other = b"1" * size if part[at:end] != b"1" * size else b"2" * size
+    moved = part[:at] + other + part[end:]
+    probe_head, probe_tail = (moved, tail) if in_head else (head, moved)
+    try:
+        probe = single_text(decode_chunk(probe_head + _PROBE + probe_tail))
+    except msgspec.DecodeError:
+        return None
+    return (in_head, at, size) if probe == (part_type, _PROBE_TEXT) else None

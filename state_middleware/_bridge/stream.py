@@ -3,7 +3,8 @@
 :class:`ChatStreamTranslator` is pure: the core hands it the payload of each Chat SSE
 ``data:`` field and sends on whatever Responses frames come back. Nothing is held back:
 every text, reasoning or argument delta becomes a Responses delta event at once, and the
-final texts are the concatenated deltas.
+final texts are the concatenated deltas. Its ``repeat`` and ``repeat_frames`` are the fast
+path of ``repeat.RepeatedChunks``, for the chunks that repeat the last one's shape.
 
 Event order (contract section 6.3), ``sequence_number`` counting from 0:
 
@@ -33,14 +34,16 @@ Event order (contract section 6.3), ``sequence_number`` counting from 0:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from .._sse import format_frame
-from .chunk_shape import single_text, text_hole
+from .chunk_shape import single_text
 from .reasoning import new_item_id
+from .repeat import RepeatedChunks
 from .response import (
     custom_tool_names,
     failed_response,
@@ -69,8 +72,6 @@ RESPONSE_ERROR_CODES = frozenset(
     {"server_error", "rate_limit_exceeded", "invalid_prompt", "vector_store_timeout"}
 )
 
-
-_decode_text = msgspec.json.Decoder(str).decode
 _encode = msgspec.json.Encoder().encode
 
 #: how many times one stream may try to learn a chunk shape for ``repeat`` (an upstream
@@ -88,7 +89,8 @@ class ChatStreamTranslator:
     def __init__(self, *, base: Mapping[str, Any]) -> None:
         self._base = dict(base)
         self._custom_names = custom_tool_names(base.get("tools"))
-        self._seq = 0
+        # The stream's sequence numbers, shared with the fast path.
+        self._sequence = itertools.count()
         self._output: list[dict[str, Any] | StreamedItem] = []
         self._text_item: StreamedItem | None = None  # the open reasoning or message item
         self._calls: dict[int, StreamedItem] = {}  # open tool calls by Chat index
@@ -98,11 +100,15 @@ class ChatStreamTranslator:
         self._started = False
         self._delta_key: tuple[str, int, str] | None = None
         self._delta_format = b""
-        # The last chunk as a frame with a hole where its text was (see ``repeat``).
-        self._repeat_head = b""
-        self._repeat_tail = b""
-        self._repeat_pieces: list[str] = []
-        self._learning = _LEARN_LIMIT
+        #: the fast path, for frames that repeat the last chunk with other text
+        self.repeated = RepeatedChunks(self._sequence)
+        # Its methods, as ours: bound once, with no call of ours around them. The bridge's
+        # hot path (``turn.ChatReplyTranslator``) calls them on ``repeated`` itself.
+        self.repeat = self.repeated.repeat
+        self.repeat_frames = self.repeated.repeat_frames
+        self._learning = _LEARN_LIMIT  # chunks this stream may still learn a template from
+        #: chunks decoded as JSON (the slow path); every other delta took ``repeat``
+        self.decoded = 0
         self._result: dict[str, Any] | None = None
 
     @property
@@ -116,8 +122,7 @@ class ChatStreamTranslator:
         return self._result is not None
 
     def _event(self, payload: dict[str, Any]) -> bytes:
-        payload["sequence_number"] = self._seq
-        self._seq += 1
+        payload["sequence_number"] = next(self._sequence)
         return _frame(payload)
 
     def start(self) -> bytes:
@@ -128,14 +133,20 @@ class ChatStreamTranslator:
         created = self._event({"type": "response.created", "response": self._base})
         return created + self._event({"type": "response.in_progress", "response": self._base})
 
-    def feed(self, data: bytes) -> bytes:
-        """Translate the payload of one Chat ``data:`` field (a chunk or ``[DONE]``)."""
+    def feed(self, data: bytes, frame: bytes = b"") -> bytes:
+        """Translate the payload of one Chat ``data:`` field (a chunk or ``[DONE]``).
+
+        ``frame``, the whole frame ``data`` came in, lets ``repeat`` learn how the
+        upstream frames its chunks (``data:`` with or without a space, ``\r\n`` line
+        ends); without it they are taken to be ``data: <payload>\n\n``.
+        """
         out = self.start()
-        self._repeat_head = b""
+        self.repeated.head = b""  # drops the fast path's template (see ``RepeatedChunks``)
         if self._result is not None:
             return out
         if data[:1] != b"{" and data.strip() == b"[DONE]":
             return out + self._complete()
+        self.decoded += 1
         try:
             chunk = decode_chunk(data)
         except msgspec.DecodeError:
@@ -147,45 +158,16 @@ class ChatStreamTranslator:
         for choice in chunk.choices or ():
             if choice.index == 0:
                 out += self._choice(choice)
-        if self._learning and self._text_item is not None and (found := single_text(chunk)):
+        state = self._text_item
+        if self._learning and state is not None and (found := single_text(chunk)):
             self._learning -= 1
-            hole = text_hole(data, *found)
-            if hole is not None:
-                self._repeat_head, self._repeat_tail = b"data: " + hole[0], hole[1] + b"\n\n"
-                self._repeat_pieces = self._text_item.parts[-1][1]
+            self.repeated.learn(data, frame, *found, state.parts[-1][1], self._delta_format)
         return out
-
-    def repeat(self, frame: bytes) -> bytes | None:
-        """The delta frame for ``data: <payload>\n\n`` when the payload is the last chunk
-        with other text; ``None`` when it is anything else (then call :meth:`feed`).
-
-        Token streams repeat one chunk shape with only the text changing. Once
-        :meth:`feed` has seen a chunk that only carries text, the bytes around that text
-        are kept; a frame with the same bytes around one valid, non-empty JSON string
-        means the same chunk with that text, and the JSON string goes out as the delta
-        as it is.
-        """
-        head = self._repeat_head
-        tail = self._repeat_tail
-        if not head or not frame.startswith(head) or not frame.endswith(tail):
-            return None
-        # Where head and tail overlap, this is empty, which is no JSON string.
-        quoted = frame[len(head) : len(frame) - len(tail)]
-        try:
-            text = _decode_text(quoted)
-        except msgspec.DecodeError:
-            return None
-        if not text:  # an empty text may let a field the template holds count
-            return None
-        self._repeat_pieces.append(text)
-        sequence = self._seq
-        self._seq = sequence + 1
-        return self._delta_format % (quoted, sequence)
 
     def finish(self) -> bytes:
         """End of the upstream body: terminal event if the choice finished, else failure."""
         out = self.start()
-        self._repeat_head = b""
+        self.repeated.head = b""  # drops the fast path's template (see ``RepeatedChunks``)
         if self._result is not None:
             return out
         if self._finished:
@@ -250,9 +232,7 @@ class ChatStreamTranslator:
             self._delta_key = key
             self._delta_format = delta_format(state, part_type)
         # Deltas are most of a stream: their frame is a template with two holes.
-        sequence = self._seq
-        self._seq += 1
-        return out + self._delta_format % (_encode(text), sequence)
+        return out + self._delta_format % (_encode(text), next(self._sequence))
 
     def _call_index(self, call: ToolCallDelta) -> int:
         if call.index is not None:

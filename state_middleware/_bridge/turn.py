@@ -131,18 +131,27 @@ class ChatReplyTranslator:
         stream = self.stream
         if stream is not None and message.get("more_body", False) and not self.decoder.pending:
             chunk: bytes = message.get("body", b"")
-            # The usual chunk: one chat delta, translated and handed on at once, without
-            # a coroutine of ours around it. Most are the last chunk with other text.
-            data = stream.repeat(chunk)
+            # The usual chunk: one chat delta, or a few when the server's writes were
+            # read together, translated and handed on at once, without a coroutine of
+            # ours around it. Most are the last chunk with other text: the fast path.
+            repeated = stream.repeated
+            data = repeated.repeat(chunk)
             if data is not None:
                 return self.deliver_plain(
                     {"type": "http.response.body", "body": data, "more_body": True}
                 )
             if _single_data_line(chunk):
-                data = stream.feed(chunk[6:-2])
+                data = stream.feed(chunk[6:-2], chunk)
                 if not data:
                     return _nothing()
                 return self.deliver({"type": "http.response.body", "body": data, "more_body": True})
+            data, used = repeated.repeat_frames(chunk)
+            if used == len(chunk) and data:
+                return self.deliver_plain(
+                    {"type": "http.response.body", "body": data, "more_body": True}
+                )
+            if used:  # the rest starts with a frame of another kind
+                return self._stream_body(message, data, used)
         return self._handle(message)
 
     async def _handle(self, message: Any) -> None:
@@ -176,15 +185,33 @@ class ChatReplyTranslator:
             await self._emit(self.stream.start(), more=True)
             self.deliver_plain = self.direct() or self.deliver
 
-    async def _stream_body(self, message: Any) -> None:
+    async def _stream_body(self, message: Any, done: bytes = b"", used: int = 0) -> None:
+        """Translate a body message of the stream; ``done``: the translation of its
+        first ``used`` bytes, whole frames ``send`` already took."""
         assert self.stream is not None
         chunk: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        frames = self.decoder.frames(chunk, last=not more)
-        out = [self.stream.feed(frame.data) for frame in frames if frame.data is not None]
+        stream = self.stream
+        out = [done]
+        plain = more  # only deltas of the last chunk's shape, which need no looking into
+        repeat = stream.repeated.repeat
+        for frame in self.decoder.frames(chunk[used:], last=not more):
+            if frame.data is None:
+                continue
+            data = repeat(frame.raw)
+            if data is None:
+                plain = False
+                data = stream.feed(frame.data, frame.raw)
+            out.append(data)
         if not more:
-            out.append(self.stream.finish())
-        await self._emit(b"".join(out), more=more)
+            out.append(stream.finish())
+        body = b"".join(out)
+        if plain and body:
+            await self.deliver_plain(
+                {"type": "http.response.body", "body": body, "more_body": True}
+            )
+        else:
+            await self._emit(body, more=more)
 
     async def _collect_body(self, stream: ChatStreamTranslator, message: Any) -> None:
         """A stream the client did not ask for: translated whole, then one JSON reply (a

@@ -29,21 +29,35 @@ Kimi, refuses with 400 any request holding an assistant message with ``tool_call
 no non-empty ``<reasoning_field>``. ``ScriptedChatApp(answer_as="json")`` answers every
 request as JSON, ``stream: true`` or not, and ``answer_as="stream"`` streams every answer,
 as some servers do (the default, ``"asked"``, follows ``stream``).
+
+``ScriptedChatApp(chunk_style="transformers", frames_per_write=8)`` streams the way real
+servers are read through a proxy: each body message holds up to 8 frames, and the chunks
+are written as ``transformers serve`` writes them (the openai SDK's field order with
+``None`` fields left out, a ``created`` that moves on every ``CHUNKS_PER_SECOND`` chunks,
+no ``data: [DONE]``), with the usage, when asked for, on the finish chunk (as llama.cpp's
+server puts it) instead of a chunk of its own.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
+from ._chat_script import (
+    CHUNK_STYLES,
+    CHUNKS_PER_SECOND,
+    MID_STREAM_ERROR_MESSAGE,
+    PATCH_TEMPLATE,
+    SCRIPTED_FAILURE_MESSAGE,
+    THINKING_MISSING_MESSAGE,
+    Reply,
+    RequestError,
+    check_thinking,
+)
 from ._common import (
     ClientDisconnect,
-    error_body,
     header_dict,
     read_body,
     run_lifespan,
@@ -52,226 +66,13 @@ from ._common import (
 from ._responses_app import ReceivedRequest
 
 __all__ = [
+    "CHUNKS_PER_SECOND",
     "MID_STREAM_ERROR_MESSAGE",
+    "PATCH_TEMPLATE",
     "SCRIPTED_FAILURE_MESSAGE",
     "THINKING_MISSING_MESSAGE",
     "ScriptedChatApp",
 ]
-
-SCRIPTED_FAILURE_MESSAGE = "scripted failure"
-MID_STREAM_ERROR_MESSAGE = "scripted mid-stream failure"
-THINKING_MISSING_MESSAGE = (
-    "thinking is enabled but reasoning_content is missing in assistant tool call message "
-    "at index {}"
-)
-PATCH_TEMPLATE = "*** Begin Patch\n*** Add File: {}\n+hello\n*** End Patch\n"
-CREATED = 1_700_000_000
-
-_CALL = re.compile(r"\bCALL:([\w-]+(?:,[\w-]+)*)", re.ASCII)
-_SHELL = re.compile(r"\bSHELL:[ \t]*([^\r\n]+)")
-_PATCH = re.compile(r"\bPATCH:(\S+)")
-_FAIL = re.compile(r"\bFAIL:([45]\d\d)\b")
-_CUT = re.compile(r"\bCUT:(\d+)\b")
-_DELTAS = re.compile(r"\bDELTAS:(\d+)\b")
-_encode = msgspec.json.Encoder().encode
-
-
-class _RequestError(Exception):
-    """A request answered with a JSON error body."""
-
-    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status = status
-        self.body = error_body(message, error_type)
-
-
-@dataclass
-class _Plan:
-    """What one reply holds and how it is delivered."""
-
-    pieces: list[str] = field(default_factory=list)  # content chunks; joined = the text
-    reasoning: str | None = None
-    calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments JSON)
-    finish_reason: str = "stop"
-    cut_after: int | None = None
-    mid_error: bool = False
-
-
-def _text(content: Any) -> str:
-    """A message content as text: the string, or its text parts joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return _text(message.get("content"))
-    return ""
-
-
-def _words(text: str) -> list[str]:
-    """One piece per word with its whitespace, so the pieces join back to ``text``."""
-    return re.findall(r"\s*\S+\s*", text) or [text]
-
-
-def _tool_names(body: Mapping[str, Any]) -> set[str]:
-    names: set[str] = set()
-    for tool in body.get("tools") or ():
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            names.add(function["name"])
-    return names
-
-
-def _calls(text: str, offered: set[str]) -> list[tuple[str, str]]:
-    """The tool calls the magic tokens in ``text`` ask for."""
-    wanted: list[tuple[str, dict[str, str]]] = []
-    if call := _CALL.search(text):
-        wanted += [(name, {"input": text}) for name in call.group(1).split(",")]
-    if shell := _SHELL.search(text):
-        wanted.append(("exec_command", {"cmd": shell.group(1).strip()}))
-    if patch := _PATCH.search(text):
-        wanted.append(("apply_patch", {"input": PATCH_TEMPLATE.format(patch.group(1))}))
-    for name, _ in wanted:
-        if name not in offered:
-            raise _RequestError(400, f"Tool '{name}' is not among the request tools.")
-    return [(name, _encode(arguments).decode()) for name, arguments in wanted]
-
-
-def _check_thinking(messages: list[dict[str, Any]], reasoning_field: str) -> None:
-    for index, message in enumerate(messages):
-        if message.get("role") != "assistant" or not message.get("tool_calls"):
-            continue
-        reasoning = message.get(reasoning_field)
-        if not isinstance(reasoning, str) or not reasoning:
-            raise _RequestError(400, THINKING_MISSING_MESSAGE.format(index))
-
-
-def _plan(body: Mapping[str, Any], messages: list[dict[str, Any]], thinking: bool) -> _Plan:
-    user_text = _last_user_text(messages)
-    plan = _Plan(reasoning=f"thinking about: {user_text}" if thinking else None)
-    last = messages[-1] if messages else {}
-    if last.get("role") == "tool":
-        plan.pieces = _words(f"tool said: {_text(last.get('content'))}")
-        return plan
-    if fail := _FAIL.search(user_text):
-        status = int(fail.group(1))
-        raise _RequestError(
-            status,
-            SCRIPTED_FAILURE_MESSAGE,
-            "server_error" if status >= 500 else "invalid_request_error",
-        )
-    plan.calls = _calls(user_text, _tool_names(body))
-    text = f"[{len(messages)} messages] {user_text}"
-    if deltas := _DELTAS.search(user_text):
-        plan.pieces = [text] + [f" {i}" for i in range(1, max(1, int(deltas.group(1))))]
-    elif not plan.calls:
-        plan.pieces = _words(text)
-    if cut := _CUT.search(user_text):
-        plan.cut_after = int(cut.group(1))
-    plan.mid_error = "MIDERROR" in user_text
-    if "LENGTH" in user_text:
-        plan.finish_reason = "length"
-    elif plan.calls:
-        plan.finish_reason = "tool_calls"
-    return plan
-
-
-def _tokens(text: str) -> int:
-    return len(text) // 4 + 1
-
-
-def _usage(messages: list[dict[str, Any]], plan: _Plan) -> dict[str, Any]:
-    prompt = sum(_tokens(_text(m.get("content"))) for m in messages)
-    reasoning = _tokens(plan.reasoning) if plan.reasoning else 0
-    answer = "".join(plan.pieces) + "".join(arguments for _, arguments in plan.calls)
-    completion = _tokens(answer) + reasoning
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
-def _call_id(n: int, i: int) -> str:
-    return f"call_{n}_{i}"
-
-
-class _Reply:
-    """Builds the JSON body or the chunk list of one reply."""
-
-    def __init__(self, app: ScriptedChatApp, body: Mapping[str, Any], messages: list[Any]):
-        self.app = app
-        self.messages = messages
-        self.plan = _plan(body, messages, app.thinking)
-        self.model = body.get("model") or app.model
-        self.completion_id = f"chatcmpl-{len(messages)}"
-
-    def completion(self) -> dict[str, Any]:
-        plan, n = self.plan, len(self.messages)
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.pieces) or None}
-        message["refusal"] = None
-        if plan.reasoning is not None:
-            message[self.app.reasoning_field] = plan.reasoning
-        if plan.calls:
-            message["tool_calls"] = [
-                {"id": _call_id(n, i), "type": "function", "function": {"name": a, "arguments": b}}
-                for i, (a, b) in enumerate(plan.calls)
-            ]
-        choice = {"index": 0, "message": message, "finish_reason": plan.finish_reason}
-        choice["logprobs"] = None
-        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self._usage()}
-
-    def _usage(self) -> dict[str, Any]:
-        return _usage(self.messages, self.plan)
-
-    def _envelope(self, kind: str) -> dict[str, Any]:
-        return {"id": self.completion_id, "object": kind, "created": CREATED, "model": self.model}
-
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {**self._envelope("chat.completion.chunk"), "choices": [choice]}
-
-    def _call_fragments(self) -> list[dict[str, Any]]:
-        """Tool call deltas, fragments of parallel calls interleaved round by round."""
-        rounds: list[list[dict[str, Any]]] = [[], [], []]
-        for i, (name, arguments) in enumerate(self.plan.calls):
-            head = {"name": name, "arguments": ""}
-            rounds[0].append(
-                {"index": i, "id": _call_id(len(self.messages), i), "type": "function"}
-            )
-            rounds[0][-1]["function"] = head
-            half = len(arguments) // 2
-            rounds[1].append({"index": i, "function": {"arguments": arguments[:half]}})
-            rounds[2].append({"index": i, "function": {"arguments": arguments[half:]}})
-        return [self._chunk({"tool_calls": [f]}) for fragments in rounds for f in fragments]
-
-    def chunks(self, include_usage: bool) -> list[dict[str, Any]]:
-        plan = self.plan
-        chunks = [self._chunk({"role": "assistant", "content": ""})]
-        if plan.reasoning is not None:
-            field_name = self.app.reasoning_field
-            chunks += [self._chunk({field_name: piece}) for piece in _words(plan.reasoning)]
-        content = [self._chunk({"content": piece}) for piece in plan.pieces]
-        if plan.mid_error:
-            error = error_body(MID_STREAM_ERROR_MESSAGE, "server_error")
-            return [*chunks, *content[:1], error]
-        chunks += content + self._call_fragments()
-        chunks.append(self._chunk({}, plan.finish_reason))
-        if include_usage:  # every chunk says usage: null, then one chunk carries it
-            for chunk in chunks:
-                chunk["usage"] = None
-            chunks.append({**self._envelope("chat.completion.chunk"), "choices": []})
-            chunks[-1]["usage"] = self._usage()
-        return chunks
 
 
 class ScriptedChatApp:
@@ -288,9 +89,17 @@ class ScriptedChatApp:
         reasoning_field: str = "reasoning_content",
         model: str = "scripted-chat-model",
         answer_as: str = "asked",
+        chunk_style: str = "openai",
+        frames_per_write: int = 1,
     ) -> None:
         if answer_as not in ("asked", "json", "stream"):
             raise ValueError(f"answer_as must be 'asked', 'json' or 'stream', not {answer_as!r}")
+        if chunk_style not in CHUNK_STYLES:
+            raise ValueError(f"chunk_style must be 'openai' or 'transformers', not {chunk_style!r}")
+        if frames_per_write < 1:
+            raise ValueError(f"frames_per_write must be at least 1, not {frames_per_write}")
+        self.chunk_style = chunk_style
+        self.frames_per_write = frames_per_write
         self.route = prefix.rstrip("/") + "/chat/completions"
         self.thinking = thinking
         self.answer_as = answer_as
@@ -310,7 +119,7 @@ class ScriptedChatApp:
             raw_body = await read_body(receive)
             try:
                 await self._respond(scope, raw_body, send)
-            except _RequestError as exc:
+            except RequestError as exc:
                 await send_json(send, exc.status, exc.body)
         except (ClientDisconnect, OSError):  # the client went away
             return
@@ -337,13 +146,20 @@ class ScriptedChatApp:
         if root_path and path.startswith(root_path):
             path = path[len(root_path) :]
         if request.method != "POST" or path != self.route:
-            raise _RequestError(404, f"Invalid URL ({request.method} {request.path})")
+            raise RequestError(404, f"Invalid URL ({request.method} {request.path})")
         messages = request.body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise _RequestError(400, "Missing required parameter: 'messages'.")
+            raise RequestError(400, "Missing required parameter: 'messages'.")
         if self.thinking:
-            _check_thinking(messages, self.reasoning_field)
-        reply = _Reply(self, request.body, messages)
+            check_thinking(messages, self.reasoning_field)
+        reply = Reply(
+            request.body,
+            messages,
+            thinking=self.thinking,
+            reasoning_field=self.reasoning_field,
+            model=self.model,
+            chunk_style=self.chunk_style,
+        )
         stream = request.body.get("stream") is True
         if self.answer_as != "asked":
             stream = self.answer_as == "stream"
@@ -354,21 +170,14 @@ class ScriptedChatApp:
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         await self._stream(send, reply, include_usage)
 
-    async def _stream(self, send: ASGISendCallable, reply: _Reply, include_usage: bool) -> None:
-        chunks = reply.chunks(include_usage)
-        cut = reply.plan.cut_after
-        complete = cut is None and not reply.plan.mid_error
-        if cut is not None:
-            chunks = chunks[:cut]
+    async def _stream(self, send: ASGISendCallable, reply: Reply, include_usage: bool) -> None:
+        frames = reply.frames(include_usage)
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send(
             {"type": "http.response.start", "status": 200, "headers": headers, "trailers": False}
         )
-        for chunk in chunks:
-            frame = b"data: " + _encode(chunk) + b"\n\n"
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        if complete:
-            await send(
-                {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True}
-            )
+        size = self.frames_per_write
+        for start in range(0, len(frames), size):
+            body = b"".join(frames[start : start + size])
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
