@@ -51,8 +51,8 @@ from _common import (
 )
 
 from state_middleware import ResponsesStateMiddleware
-from state_middleware._bridge.response import response_skeleton
 from state_middleware._bridge.turn import ChatReplyTranslator
+from state_middleware._skeleton import response_skeleton
 from state_middleware.testing import ScriptedChatApp
 
 __all__ = ["run"]

@@ -11,8 +11,9 @@ import msgspec
 import pytest
 
 from state_middleware._bridge.replay import replay_events
-from state_middleware._bridge.response import chat_completion_to_response, response_skeleton
+from state_middleware._bridge.response import chat_completion_to_response
 from state_middleware._bridge.stream import ChatStreamTranslator
+from state_middleware._skeleton import response_skeleton
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
 PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files."}

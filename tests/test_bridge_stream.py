@@ -12,8 +12,8 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 
 from state_middleware._bridge.reasoning import decode_reasoning
-from state_middleware._bridge.response import response_skeleton
 from state_middleware._bridge.stream import STREAM_CUT_MESSAGE, ChatStreamTranslator
+from state_middleware._skeleton import response_skeleton
 from state_middleware._sse import SSEDecoder
 
 

@@ -13,8 +13,9 @@ import pytest
 from state_middleware._bridge.errors import chat_error_to_response_error
 from state_middleware._bridge.reasoning import reasoning_by_call_id
 from state_middleware._bridge.request import build_chat_request
-from state_middleware._bridge.response import chat_completion_to_response, response_skeleton
+from state_middleware._bridge.response import chat_completion_to_response
 from state_middleware._bridge.stream import ChatStreamTranslator
+from state_middleware._skeleton import response_skeleton
 from state_middleware._sse import SSEDecoder
 from state_middleware.testing._chat_app import (
     MID_STREAM_ERROR_MESSAGE,

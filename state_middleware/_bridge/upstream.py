@@ -10,11 +10,11 @@ import msgspec
 from asgiref.typing import ASGISendCallable
 
 from .._record import TurnRecord
+from .._skeleton import response_skeleton
 from .._store import StoreError
 from .._tee import ReplyTee
 from .._upstream import TurnContext
 from .reasoning import reasoning_by_call_id
-from .response import response_skeleton
 from .turn import BridgeOptions, ChatReplyTranslator, call_ids, chat_request_body, expanded_input
 
 __all__ = ["ChatUpstream"]
