@@ -49,6 +49,11 @@ LOG_LEVEL: Final = "info"
 MEMORY_MAX_BYTES: Final = 256 * 2**20
 MEMORY_TTL: Final = 3600.0
 
+# -- background responses (both stores) ---------------------------------------------------
+# A finished background response's events can be streamed again for 10 minutes (OpenAI
+# keeps background data "roughly 10 minutes"); its state lives as long as responses do.
+EVENT_TTL: Final = 600.0
+
 # -- RedisStore --------------------------------------------------------------------------
 # Turns kept a day (sliding) under their own key prefix; conversations as long as turns
 # ("ttl": the store's own ttl, whatever it is set to; None keeps them until deleted); a

@@ -18,6 +18,10 @@ __all__ = [
 ]
 
 PREVIOUS_NOT_FOUND = "Previous response with id '{}' not found."
+WORKER_LOST_MESSAGE = (
+    "The process running this background response stopped before it finished; "
+    "please create the response again."
+)
 CONVERSATION_NOT_FOUND = "Conversation with id '{}' not found."
 ITEM_NOT_FOUND = (
     "Item with id '{}' not found. Items are not persisted when `store` is set to false. "

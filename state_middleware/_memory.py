@@ -8,10 +8,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import msgspec
 from cachetools import TLRUCache
 
 from . import _defaults
-from ._record import ConversationRecord, TurnRecord, record_item_ids, record_items
+from ._errors import WORKER_LOST_MESSAGE
+from ._record import (
+    BackgroundState,
+    ConversationRecord,
+    TurnRecord,
+    record_item_ids,
+    record_items,
+    with_status,
+)
 from ._store import ItemsMissing, NewItem, StoreError
 
 __all__ = ["MemoryStore"]
@@ -24,6 +33,7 @@ _TURN = "turn"
 _NOTE = "note"
 _ITEM = "item"
 _CONVERSATION = "conversation"
+_BACKGROUND = "background"
 
 
 class _Value:
@@ -97,6 +107,32 @@ class _Conversation(_Value):
         self.size = self.record.size + self.ids_size
 
 
+class _Background(_Value):
+    """A background response: its state, its events, its worker's lease."""
+
+    __slots__ = ("changed", "events", "events_size", "events_until", "lease_until", "state")
+
+    def __init__(self, state: BackgroundState, ttl: float, now: float, lease: float) -> None:
+        super().__init__(len(state.response) + 64, ttl, now)
+        self.state = state
+        self.events: list[bytes] = []
+        self.events_size = 0
+        self.events_until = float("inf")  # set when it finishes
+        self.lease_until = now + lease
+        self.changed = asyncio.Event()  # set (and replaced) whenever events come
+
+    def add(self, events: Sequence[bytes]) -> None:
+        self.events.extend(events)
+        self.events_size += sum(len(event) + 8 for event in events)
+
+    def resize(self) -> None:
+        self.size = len(self.state.response) + self.events_size + 64
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
 def _size(value: _Value) -> int:
     return value.size
 
@@ -126,12 +162,14 @@ class MemoryStore:
         ttl: float = _defaults.MEMORY_TTL,
         *,
         conversation_ttl: float | None = None,
+        event_ttl: float = _defaults.EVENT_TTL,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if conversation_ttl is None:
             conversation_ttl = ttl
-        if max_bytes <= 0 or ttl <= 0 or conversation_ttl <= 0:
-            raise ValueError("max_bytes, ttl and conversation_ttl must be positive")
+        if max_bytes <= 0 or ttl <= 0 or conversation_ttl <= 0 or event_ttl <= 0:
+            raise ValueError("max_bytes, ttl, conversation_ttl and event_ttl must be positive")
+        self.event_ttl = event_ttl
         self.max_bytes = max_bytes
         self.ttl = ttl
         self.conversation_ttl = conversation_ttl
@@ -339,6 +377,123 @@ class MemoryStore:
         held = self._locks.get(key)
         if held is not None and held[0] == token:
             del self._locks[key]
+
+    # -- background responses -------------------------------------------------------------
+    async def start_background(
+        self, owner: str, response_id: str, response: bytes, *, stream: bool, lease: float
+    ) -> None:
+        with self._lock:
+            now = self._timer()
+            entry = _Background(BackgroundState("queued", response, stream), self.ttl, now, lease)
+            if entry.size > self.max_bytes:
+                raise StoreError(f"background response {response_id} exceeds max_bytes")
+            self._cache[(_BACKGROUND, owner, response_id)] = entry
+
+    async def record_events(
+        self,
+        owner: str,
+        response_id: str,
+        events: Sequence[bytes],
+        *,
+        status: str,
+        lease: float,
+    ) -> bool:
+        with self._lock:
+            entry = self._background(owner, response_id)
+            if entry is None or entry.state.finished:
+                return True  # nothing left to run it for: stop
+            now = self._timer()
+            entry.add(events)
+            entry.state = msgspec.structs.replace(
+                entry.state, status=status, events=len(entry.events)
+            )
+            entry.lease_until = now + lease
+            self._reinsert(owner, response_id, entry, now)
+            entry.notify()
+            return entry.state.cancel_requested
+
+    async def finish_background(
+        self,
+        owner: str,
+        response_id: str,
+        status: str,
+        response: bytes,
+        events: Sequence[bytes] = (),
+    ) -> None:
+        with self._lock:
+            entry = self._background(owner, response_id)
+            if entry is None:
+                return
+            self._finish(owner, response_id, entry, status, response, events)
+
+    async def get_background(self, owner: str, response_id: str) -> BackgroundState | None:
+        with self._lock:
+            entry = self._background(owner, response_id)
+            return None if entry is None else entry.state
+
+    async def read_events(
+        self, owner: str, response_id: str, after: int, timeout: float
+    ) -> tuple[list[bytes], bool] | None:
+        with self._lock:
+            entry = self._background(owner, response_id)
+            if entry is None or self._timer() > entry.events_until:
+                return None
+            start = max(after + 1, 0)
+            if start < len(entry.events) or entry.state.finished:
+                return entry.events[start:], entry.state.finished
+            changed = entry.changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+        with self._lock:
+            entry = self._background(owner, response_id)
+            if entry is None or self._timer() > entry.events_until:
+                return None
+            return entry.events[start:], entry.state.finished and start >= len(entry.events)
+
+    async def cancel_background(self, owner: str, response_id: str) -> BackgroundState | None:
+        with self._lock:
+            entry = self._background(owner, response_id)
+            if entry is None:
+                return None
+            if not entry.state.finished:
+                entry.state = msgspec.structs.replace(entry.state, cancel_requested=True)
+                entry.notify()
+            return entry.state
+
+    def _background(self, owner: str, response_id: str) -> _Background | None:
+        """The entry; a running one whose worker's lease ended is failed first."""
+        entry = self._cache.get((_BACKGROUND, owner, response_id))
+        if not isinstance(entry, _Background):
+            return None
+        if not entry.state.finished and self._timer() > entry.lease_until:
+            error = {"code": "server_error", "message": WORKER_LOST_MESSAGE}
+            failed = with_status(entry.state.response, "failed", error)
+            self._finish(owner, response_id, entry, "failed", failed, ())
+        return entry
+
+    def _finish(
+        self,
+        owner: str,
+        response_id: str,
+        entry: _Background,
+        status: str,
+        response: bytes,
+        events: Sequence[bytes],
+    ) -> None:
+        now = self._timer()
+        entry.add(events)
+        entry.state = msgspec.structs.replace(
+            entry.state, status=status, response=response, events=len(entry.events)
+        )
+        entry.events_until = now + self.event_ttl
+        self._reinsert(owner, response_id, entry, now)
+        entry.notify()
+
+    def _reinsert(self, owner: str, response_id: str, entry: _Background, now: float) -> None:
+        entry.resize()
+        entry.refreshed = now
+        if entry.size <= self.max_bytes:
+            self._cache[(_BACKGROUND, owner, response_id)] = entry
 
     # -- inside the lock ----------------------------------------------------------------
     def _set(self, kind: str, owner: str, key: str, value: _Value) -> None:

@@ -17,6 +17,7 @@ from ._ids import derived_item_id
 
 __all__ = [
     "OUTPUT_POSITION",
+    "BackgroundState",
     "ConversationRecord",
     "TurnRecord",
     "chain_input",
@@ -25,6 +26,7 @@ __all__ = [
     "record_item_ids",
     "record_items",
     "response_with_output",
+    "with_status",
 ]
 
 
@@ -66,6 +68,36 @@ class ConversationRecord(msgspec.Struct, frozen=True, array_like=True):
     @property
     def size(self) -> int:
         return len(self.id) + len(self.metadata) + 16
+
+
+class BackgroundState(msgspec.Struct, frozen=True):
+    """Where a background response stands.
+
+    ``status`` is ``queued``, ``in_progress`` or, once finished, ``completed``,
+    ``incomplete``, ``failed`` or ``cancelled``; ``response`` is the response object
+    (JSON) as last set (the queued one, then the final one); ``stream`` says whether it
+    was created with ``stream: true`` (only those can be streamed again);
+    ``cancel_requested`` is set by a cancel until the worker ends the turn; ``events``
+    counts the events recorded so far (numbered from 0)."""
+
+    status: str
+    response: bytes
+    stream: bool
+    cancel_requested: bool = False
+    events: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("queued", "in_progress")
+
+
+def with_status(response: bytes, status: str, error: dict[str, Any] | None = None) -> bytes:
+    """A response object (JSON) with another ``status`` (and ``error``, when given)."""
+    value: dict[str, Any] = msgspec.json.decode(response)
+    value["status"] = status
+    if error is not None:
+        value["error"] = error
+    return msgspec.json.encode(value)
 
 
 _record_encoder = msgspec.msgpack.Encoder()

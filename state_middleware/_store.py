@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from ._record import ConversationRecord, TurnRecord
+from ._record import BackgroundState, ConversationRecord, TurnRecord
 
 __all__ = ["ItemsMissing", "NewItem", "Store", "StoreError", "StoreUnavailable"]
 
@@ -97,6 +97,32 @@ class Store(Protocol):
       ``lease`` seconds unless another token holds it (returns whether it got it);
       ``unlock_conversation`` releases it if ``token`` still holds it. A lock whose
       holder crashed ends with its lease.
+
+    Background responses (a turn that runs without its client; any replica may poll,
+    stream or cancel it):
+
+    - ``start_background(owner, id, response, stream=, lease=)`` records a new one as
+      ``queued`` with ``response`` (its queued response object, JSON) and no events, and
+      takes its worker lease: while the lease lives, a worker is running it.
+    - ``record_events(owner, id, events, status=, lease=)`` appends event payloads (JSON,
+      numbered on from the last one), sets ``status`` (``queued`` or ``in_progress``),
+      renews the lease, and returns whether a cancel was requested.
+    - ``finish_background(owner, id, status, response, events)`` appends the last events
+      and ends it (a finished status, the final response object). From then on its
+      events are kept ``event_ttl`` seconds (a store option) and its state as long as
+      stored responses.
+    - ``get_background`` returns its ``BackgroundState`` (``None``: none, expired or
+      foreign). One whose lease ended before it finished (its worker died) is finished
+      there and then as ``failed``, with an error saying the worker was lost
+      (``WORKER_LOST_MESSAGE``), and returned that way.
+    - ``read_events(owner, id, after, timeout)`` returns the events numbered above
+      ``after``, waiting up to ``timeout`` seconds for the first of them if there are
+      none yet, and whether the response is finished with nothing more to read:
+      ``(events, finished)``; ``None`` when there is no such background response or its
+      events have expired.
+    - ``cancel_background`` asks for a running or queued one to stop (its worker sees it
+      at its next ``record_events``, or by polling ``get_background``) and returns the
+      state (``None``: none); a finished one is left as it is.
     """
 
     async def put(
@@ -150,3 +176,34 @@ class Store(Protocol):
     ) -> bool: ...
 
     async def unlock_conversation(self, owner: str, conversation_id: str, token: str) -> None: ...
+
+    async def start_background(
+        self, owner: str, response_id: str, response: bytes, *, stream: bool, lease: float
+    ) -> None: ...
+
+    async def record_events(
+        self,
+        owner: str,
+        response_id: str,
+        events: Sequence[bytes],
+        *,
+        status: str,
+        lease: float,
+    ) -> bool: ...
+
+    async def finish_background(
+        self,
+        owner: str,
+        response_id: str,
+        status: str,
+        response: bytes,
+        events: Sequence[bytes] = (),
+    ) -> None: ...
+
+    async def get_background(self, owner: str, response_id: str) -> BackgroundState | None: ...
+
+    async def read_events(
+        self, owner: str, response_id: str, after: int, timeout: float
+    ) -> tuple[list[bytes], bool] | None: ...
+
+    async def cancel_background(self, owner: str, response_id: str) -> BackgroundState | None: ...
