@@ -94,6 +94,7 @@ _encoder = msgspec.json.Encoder()
 
 
 _RESPONSE = msgspec.Raw(b'"response"')
+_TRUE = msgspec.Raw(b"true")
 _COMPLETED = msgspec.Raw(b'"completed"')
 _INCOMPLETE = msgspec.Raw(b'"incomplete"')
 
@@ -130,6 +131,7 @@ class TurnAccumulator:
         "_done_items",
         "_final",
         "_stamp",
+        "background",
         "created_at",
         "failure",
         "input_items",
@@ -147,8 +149,10 @@ class TurnAccumulator:
         store: bool,
         input_items: bytes,
         conversation: str | None = None,
+        background: bool = False,
     ) -> None:
         self.response_id = response_id
+        self.background = background
         self.parent_id = parent_id
         self.store = store
         self.input_items = input_items
@@ -177,6 +181,8 @@ class TurnAccumulator:
         response["store"] = self._stamp[2]
         if self._conversation is not None:
             response["conversation"] = self._conversation
+        if self.background:
+            response["background"] = _TRUE
         return response
 
     def json_body(self, body: bytes) -> tuple[bytes, bool] | None:

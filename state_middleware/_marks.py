@@ -43,9 +43,13 @@ class PendingMark:
         self.active = active
 
     async def __aenter__(self) -> PendingMark:
+        await self.begin()
+        return self
+
+    async def begin(self) -> None:
+        """Set the mark (when ``active``); raises ``StoreError``."""
         if self.active:
             await self.store.begin(self.owner, self.response_id)
-        return self
 
     async def __aexit__(
         self,
@@ -83,8 +87,14 @@ class ConversationLock:
         self.held = False
 
     async def __aenter__(self) -> ConversationLock:
+        await self.acquire()
+        return self
+
+    async def acquire(self) -> None:
+        """Take the lock (when there is a conversation); raises ``ApiError`` when
+        another turn holds it, ``StoreError`` when the store fails."""
         if self.conversation is None:
-            return self
+            return
         if not await self.store.lock_conversation(
             self.owner, self.conversation, self.token, self.lease
         ):
@@ -95,7 +105,6 @@ class ConversationLock:
                 code="conversation_locked",
             )
         self.held = True
-        return self
 
     async def __aexit__(
         self,

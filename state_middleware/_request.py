@@ -21,7 +21,8 @@ from ._record import join_arrays
 __all__ = ["TurnRequest", "decode_object", "parse_turn_request", "upstream_body"]
 
 #: fields only the middleware reads: the app never sees them
-_STATE_FIELDS = ("previous_response_id", "conversation")
+_STATE_FIELDS = ("previous_response_id", "conversation", "background")
+BACKGROUND_NEEDS_STORE = "Background mode requires store=true."
 _MUTUALLY_EXCLUSIVE = (
     "Mutually exclusive parameters: Ensure you are only providing one of: "
     "'previous_response_id' or 'conversation'."
@@ -40,6 +41,8 @@ class TurnRequest:
     stream: bool
     #: the conversation this turn reads and extends (``None``: none)
     conversation: str | None = None
+    #: run without the client (``background: true``)
+    background: bool = False
 
     @cached_property
     def input_items(self) -> bytes:
@@ -65,6 +68,12 @@ class TurnRequest:
         if isinstance(value, str):
             return [{"role": "user", "content": value}]
         return list(value)
+
+    def for_background(self) -> TurnRequest:
+        """The request a background turn sends the app: always a stream (so that its
+        progress can be recorded), without ``background``."""
+        body = {**self.body, "stream": True}
+        return replace(self, raw=_encoder.encode(body), body=body, stream=True)
 
     def with_input(self, items: list[Any]) -> TurnRequest:
         """The same request with another ``input`` (item references expanded)."""
@@ -106,6 +115,9 @@ def parse_turn_request(raw: bytes) -> TurnRequest:
             )
     _check_input(body.get("input"))
     conversation = _conversation(body.get("conversation"))
+    background = _flag(body, "background", default=False)
+    if background and not _flag(body, "store", default=True):
+        raise ApiError(400, BACKGROUND_NEEDS_STORE, param="store")
     if conversation is not None and previous is not None:
         raise ApiError(400, _MUTUALLY_EXCLUSIVE, param="conversation")
     return TurnRequest(
@@ -115,6 +127,7 @@ def parse_turn_request(raw: bytes) -> TurnRequest:
         store=_flag(body, "store", default=True),
         stream=_flag(body, "stream", default=False),
         conversation=conversation,
+        background=background,
     )
 
 

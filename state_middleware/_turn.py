@@ -60,6 +60,8 @@ class Turn:
         self.response_id = new_response_id()
         self.tee: ReplyTee | None = None
         self.context: TurnContext | None = None
+        self.accumulator: TurnAccumulator
+        self.body = b""
         self.mark = PendingMark(
             settings.store,
             owner,
@@ -73,61 +75,77 @@ class Turn:
         )
 
     async def run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
+        """Prepare the turn and execute it; what cannot be prepared is answered to
+        ``sink`` as an error, before the app is called."""
         try:
-            async with self.lock:
-                await self._run(sink, receive)
-        except ApiError as exc:  # the conversation is locked by another turn
+            await self.prepare()
+        except ApiError as exc:
             await send_api_error(sink, exc)
-        except StoreError as exc:  # no lock or mark could be set: the app never ran
-            logger.warning("store failed starting %s: %s", self.response_id, exc)
+            return
+        except StoreError as exc:
             await send_api_error(sink, store_failed(exc.code))
+            return
+        await self.execute(sink, receive)
 
-    async def _run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
+    async def prepare(self) -> None:
+        """Everything before the app is called: the conversation's lock, item references,
+        the history, the app's request and the pending mark. Raises ``ApiError`` (bad
+        request, not found, conversation locked) or ``StoreError``; nothing stays held
+        then. A front door that answers before the turn runs (a background turn) calls
+        this first, then :meth:`execute` later."""
         settings = self.settings
-        upstream = settings.upstream
         try:
+            await self.lock.acquire()
             request = self.request = await self._expand_references(self.request)
             history = await self._load_history(request)
-            accumulator = TurnAccumulator(
+            self.accumulator = TurnAccumulator(
                 response_id=self.response_id,
                 parent_id=request.previous_response_id,
                 store=request.store,
                 input_items=_stored_input(request),
                 conversation=request.conversation,
+                background=request.background,
             )
-            self.context = context = TurnContext(
+            self.context = TurnContext(
                 request=request,
                 history=history,
                 owner=self.owner,
                 response_id=self.response_id,
-                created_at=accumulator.created_at,
+                created_at=self.accumulator.created_at,
                 store=settings.store,
                 max_body_bytes=settings.max_body_bytes,
             )
-            body = await upstream.request_body(context)
-        except StoreError as exc:
-            logger.warning("store failed preparing %s: %s", self.response_id, exc)
-            await send_api_error(sink, store_failed(exc.code))
-            return
-        except ApiError as exc:
-            await send_api_error(sink, exc)
-            return
-        caller = _CallerWatch(body, receive)
+            self.body = await settings.upstream.request_body(self.context)
+            await self.mark.begin()
+        except BaseException as exc:
+            if isinstance(exc, StoreError):
+                logger.warning("store failed preparing %s: %s", self.response_id, exc)
+            await self.lock.end()
+            raise
+
+    async def execute(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
+        """Call the app and tee its reply to ``sink``; ``receive`` gives the caller's
+        messages after the body (``http.disconnect`` when the caller is gone)."""
+        settings, request = self.settings, self.request
+        upstream = settings.upstream
+        assert self.context is not None
+        caller = _CallerWatch(self.body, receive)
         self.tee = tee = ReplyTee(
             send=sink,
-            turn=accumulator,
+            turn=self.accumulator,
             commit=self._commit,
             max_body_bytes=settings.max_body_bytes,
             wants_stream=request.stream,
             watch_client=caller.watch,
         )
         caller.tee = tee
-        scope = self._app_scope(body, upstream.route)
-        async with self.mark:
-            try:
-                await settings.app(scope, caller.receive, upstream.reply_send(context, tee))
-            finally:
-                caller.close()
+        scope = self._app_scope(self.body, upstream.route)
+        try:
+            await settings.app(scope, caller.receive, upstream.reply_send(self.context, tee))
+        finally:
+            caller.close()
+            await self.mark.end()
+            await self.lock.end()
 
     async def _expand_references(self, request: TurnRequest) -> TurnRequest:
         """Input items that only name a stored item (``item_reference``) replaced by it."""

@@ -895,16 +895,6 @@ async def test_hosted_tools_are_dropped_when_asked() -> None:
     assert made.output_text == "[1 messages] search"
 
 
-async def test_background_responses_are_refused_before_the_chat_app_is_called() -> None:
-    chat, app = bridge()
-    async with sdk_client(app) as client:
-        with pytest.raises(openai.BadRequestError) as refused:
-            await client.responses.create(model="m", input="later", background=True)
-    assert refused.value.status_code == 400
-    assert refused.value.param == "background"
-    assert chat.requests == []
-
-
 # -- 6. unmatched tool calls --------------------------------------------------------------
 
 

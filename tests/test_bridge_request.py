@@ -197,7 +197,7 @@ def test_unknown_text_format_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("background", True), ("prompt", {"id": "pmpt_1"})],
+    [("prompt", {"id": "pmpt_1"})],
 )
 def test_features_the_bridge_cannot_honour_are_refused(field: str, value: Any) -> None:
     error = rejected({"input": "hi", field: value})

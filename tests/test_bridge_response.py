@@ -23,9 +23,9 @@ from state_middleware._bridge.response import (
     chat_completion_to_response,
     custom_tool_input,
     map_usage,
-    response_skeleton,
 )
 from state_middleware._errors import ApiError
+from state_middleware._skeleton import response_skeleton
 
 PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files."}
 

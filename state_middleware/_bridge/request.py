@@ -28,8 +28,9 @@ dict; the caller's dict is never changed. Field by field:
   ``service_tier``, ``prompt_cache_retention``, ``stream_options``, ``background: false``,
   ``background_options``, ``max_tool_calls``, ``top_logprobs``, ``context_management``,
   ``prompt_cache_options``, ``moderation``, ``text.verbosity``, ``reasoning.summary``.
-* Refused with a 400 naming the ``param``: ``background: true``,
-  ``prompt`` (stored prompt templates), other ``text.format`` types, malformed fields.
+* Refused with a 400 naming the ``param``: ``prompt`` (stored prompt templates), other
+  ``text.format`` types, malformed fields. (``background`` is the middleware's: the
+  bridge never sees it.)
 * Any other field is forwarded unchanged, so server extensions (``top_k``,
   ``chat_template_kwargs``, ...) keep working.
 
@@ -238,8 +239,6 @@ def _reasoning_effort(reasoning: Any) -> Any:
 
 
 def _refuse_unservable(body: Mapping[str, Any]) -> None:
-    if body.get("background"):
-        raise _invalid("Background responses are not supported by the bridge.", "background")
     if body.get("prompt") is not None:
         raise _invalid("Stored prompts are not supported by the bridge.", "prompt")
 

@@ -84,6 +84,7 @@ def chat_request_body(
     body = dict(request.body)
     body.pop("previous_response_id", None)
     body.pop("conversation", None)
+    body.pop("background", None)
     body["input"] = items
     chat = build_chat_request(
         body,
