@@ -10,6 +10,7 @@ from ._identity import default_identity
 from ._memory import MemoryStore
 from ._middleware import ResponsesStateMiddleware
 from ._record import TurnRecord
+from ._settings import BackgroundSettings
 from ._store import Store, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackgroundSettings",
     "MemoryStore",
     "RedisStore",
     "ResponsesStateMiddleware",

@@ -53,6 +53,16 @@ MEMORY_TTL: Final = 3600.0
 # A finished background response's events can be streamed again for 10 minutes (OpenAI
 # keeps background data "roughly 10 minutes"); its state lives as long as responses do.
 EVENT_TTL: Final = 600.0
+# Per process: 32 background turns run at once, 256 more may wait (then 429). A worker
+# renews its lease every 2 s; a worker not heard of for 20 s is taken for dead and its
+# turn fails. Shutdown gives running turns 10 s; a cancel waits up to 10 s for the turn
+# to stop before it answers.
+BACKGROUND_RUNNING: Final = 32
+BACKGROUND_QUEUED: Final = 256
+BACKGROUND_LEASE: Final = 20.0
+BACKGROUND_HEARTBEAT: Final = 2.0
+BACKGROUND_GRACE: Final = 10.0
+BACKGROUND_CANCEL_WAIT: Final = 10.0
 
 # -- RedisStore --------------------------------------------------------------------------
 # Turns kept a day (sliding) under their own key prefix; conversations as long as turns

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 from asgiref.typing import ASGISendCallable
@@ -12,39 +11,13 @@ from ._asgi import send_api_error, send_json
 from ._errors import ApiError, response_not_found, store_failed
 from ._ids import ID_PATTERN
 from ._paging import list_body, list_params, page_positions
-from ._record import OUTPUT_POSITION, TurnRecord, listed_item, response_with_output
+from ._record import OUTPUT_POSITION, TurnRecord, listed_item
 from ._store import Store, StoreError
 
-__all__ = ["delete_response", "get_response", "list_input_items"]
+__all__ = ["delete_response", "list_input_items"]
 
 _encoder = msgspec.json.Encoder()
 _list_decoder = msgspec.json.Decoder(list[dict[str, Any]])
-
-
-async def get_response(
-    send: ASGISendCallable, store: Store, owner: str, response_id: str, query: bytes
-) -> None:
-    params = dict(parse_qsl(query.decode("latin-1")))
-    if params.get("stream", "false").lower() == "true":
-        await send_api_error(
-            send,
-            ApiError(
-                400,
-                "Streaming a stored response is only possible for background responses, "
-                "which this server does not run.",
-                param="stream",
-            ),
-        )
-        return
-    try:
-        record = await store.get(owner, response_id) if ID_PATTERN.fullmatch(response_id) else None
-    except StoreError as exc:
-        await send_api_error(send, store_failed(exc.code))
-        return
-    if record is None:
-        await send_api_error(send, response_not_found(response_id))
-        return
-    await send_json(send, 200, response_with_output(record))
 
 
 async def delete_response(

@@ -13,14 +13,16 @@ from asgiref.typing import (
 
 from . import _defaults
 from ._asgi import route_path
+from ._background import BackgroundRuns
+from ._background_endpoints import cancel_response, get_response
 from ._bridge.turn import BridgeOptions
 from ._bridge.upstream import ChatUpstream
 from ._conversations import serve_conversations
-from ._endpoints import delete_response, get_response, list_input_items
+from ._endpoints import delete_response, list_input_items
 from ._http_turn import serve_turn
 from ._identity import IdentityFunc, default_identity
 from ._memory import MemoryStore
-from ._settings import Settings
+from ._settings import BackgroundSettings, Settings
 from ._store import Store
 from ._upstream import ResponsesUpstream, Upstream
 
@@ -59,6 +61,7 @@ class ResponsesStateMiddleware:
             "max_completion_tokens", "max_tokens"
         ] = _defaults.MAX_TOKENS_FIELD,
         unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
+        background: BackgroundSettings | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError("prefix must start with '/' and not end with it, or be ''")
@@ -95,7 +98,9 @@ class ResponsesStateMiddleware:
             pending_timeout=pending_timeout,
             conversation_lease=_defaults.CONVERSATION_LEASE,
             upstream=upstream,
+            background=background if background is not None else BackgroundSettings(),
         )
+        self.background = BackgroundRuns(self.settings)
         self._collection = prefix + "/responses"
         self._item_prefix = self._collection + "/"
         self._conversations = prefix + "/conversations"
@@ -107,15 +112,18 @@ class ResponsesStateMiddleware:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
         method = scope["method"]
         if path == self._collection and method == "POST":
-            await serve_turn(self.settings, scope, receive, send)
+            await serve_turn(self.settings, self.background, scope, receive, send)
             return
-        if path.startswith(self._item_prefix) and await self._stored(scope, path, send):
+        if path.startswith(self._item_prefix) and await self._stored(scope, path, receive, send):
             return
         if path.startswith(self._conversations) and await serve_conversations(
             self.settings, scope, receive, send, path[len(self._conversations) :]
@@ -123,7 +131,21 @@ class ResponsesStateMiddleware:
             return
         await self.app(scope, receive, send)
 
-    async def _stored(self, scope: Any, path: str, send: ASGISendCallable) -> bool:
+    def _lifespan_receive(self, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+        """The app's lifespan ``receive``: at shutdown, background turns are given their
+        grace period (then failed) before the app hears of it."""
+
+        async def receive_shutdown() -> Any:
+            message: Any = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.background.shutdown()
+            return message
+
+        return receive_shutdown
+
+    async def _stored(
+        self, scope: Any, path: str, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> bool:
         """Serve the stored-response endpoints; ``False`` when the route is not ours."""
         rest = path[len(self._item_prefix) :].split("/")
         method = scope["method"]
@@ -132,9 +154,13 @@ class ResponsesStateMiddleware:
         if len(rest) == 1 and rest[0] and method in ("GET", "DELETE"):
             owner = self.settings.identity(scope) or ""
             if method == "GET":
-                await get_response(send, store, owner, rest[0], query)
+                await get_response(self.settings, owner, rest[0], query, receive, send)
             else:
                 await delete_response(send, store, owner, rest[0])
+            return True
+        if len(rest) == 2 and rest[0] and rest[1] == "cancel" and method == "POST":
+            owner = self.settings.identity(scope) or ""
+            await cancel_response(self.settings, owner, rest[0], send)
             return True
         if len(rest) == 2 and rest[0] and rest[1] == "input_items" and method == "GET":
             owner = self.settings.identity(scope) or ""

@@ -123,6 +123,11 @@ class Turn:
             await self.lock.end()
             raise
 
+    async def abandon(self) -> None:
+        """Let go of what :meth:`prepare` took, for a turn that will not execute."""
+        await self.mark.end()
+        await self.lock.end()
+
     async def execute(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
         """Call the app and tee its reply to ``sink``; ``receive`` gives the caller's
         messages after the body (``http.disconnect`` when the caller is gone)."""
