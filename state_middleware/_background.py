@@ -77,6 +77,7 @@ class BackgroundRuns:
             settings.store,
             turn.owner,
             turn.response_id,
+            _encoder.encode(queued),
             first,
             lease=background.lease,
             heartbeat=background.heartbeat,

@@ -144,11 +144,10 @@ async def _current(
     if state.finished:
         return state.response
     read = await store.read_events(owner, response_id, -1, 0)
-    snapshot = ResponseSnapshot()
-    for event in read[0] if read is not None else []:
-        snapshot.feed(event)
+    snapshot = ResponseSnapshot(state.response)
+    snapshot.feed_all(read[0] if read is not None else [])
     status = "cancelled" if cancelling else state.status
-    return _encoder.encode(snapshot.response(status=status))
+    return snapshot.response_json(status=status)
 
 
 def _stream_params(query: bytes) -> tuple[bool, int]:

@@ -62,6 +62,7 @@ class Recorder:
         store: Store,
         owner: str,
         response_id: str,
+        base: bytes,
         first_events: list[bytes],
         *,
         lease: float,
@@ -72,9 +73,8 @@ class Recorder:
         self.response_id = response_id
         self.lease = lease
         self.every = heartbeat
-        self.snapshot = ResponseSnapshot()
-        for event in first_events:
-            self.snapshot.feed(event)
+        self.snapshot = ResponseSnapshot(base)
+        self.snapshot.feed_all(first_events)
         self.sequence = len(first_events)
         self.status = "queued"
         self.finished = False
@@ -184,7 +184,7 @@ class Recorder:
             self.snapshot.feed(event)
             kind = _decoder.decode(event).get("type")
             if kind in _TERMINAL:
-                final = (_TERMINAL[kind], _encoder.encode(self.snapshot.response()))
+                final = (_TERMINAL[kind], self.snapshot.response_json())
         if events and self.status == "queued":
             self.status = "in_progress"
         if final is not None:
@@ -209,8 +209,7 @@ class Recorder:
         if self.finished:
             return
         if self.cancelled.is_set():
-            response = self.snapshot.response(status="cancelled")
-            await self._finish("cancelled", _encoder.encode(response), [])
+            await self._finish("cancelled", self.snapshot.response_json(status="cancelled"), [])
             return
         await self.fail(CUT_MESSAGE)
 
@@ -228,7 +227,8 @@ class Recorder:
             "message": message,
             "param": None,
         }
-        for event in (error, {"type": "response.failed", "response": failed}):
+        ending: list[dict[str, Any]] = [error, {"type": "response.failed", "response": failed}]
+        for event in ending:
             event["sequence_number"] = self.sequence
             self.sequence += 1
             events.append(_encoder.encode(event))
