@@ -17,6 +17,7 @@ from ._record import (
     BackgroundState,
     ConversationRecord,
     TurnRecord,
+    failure_events,
     record_item_ids,
     record_items,
     with_status,
@@ -468,7 +469,8 @@ class MemoryStore:
         if not entry.state.finished and self._timer() > entry.lease_until:
             error = {"code": "server_error", "message": WORKER_LOST_MESSAGE}
             failed = with_status(entry.state.response, "failed", error)
-            self._finish(owner, response_id, entry, "failed", failed, ())
+            ending = failure_events(failed, WORKER_LOST_MESSAGE, len(entry.events))
+            self._finish(owner, response_id, entry, "failed", failed, ending)
         return entry
 
     def _finish(

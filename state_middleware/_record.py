@@ -21,6 +21,7 @@ __all__ = [
     "ConversationRecord",
     "TurnRecord",
     "chain_input",
+    "failure_events",
     "join_arrays",
     "listed_item",
     "record_item_ids",
@@ -98,6 +99,24 @@ def with_status(response: bytes, status: str, error: dict[str, Any] | None = Non
     if error is not None:
         value["error"] = error
     return msgspec.json.encode(value)
+
+
+def failure_events(failed_response: bytes, message: str, first: int) -> list[bytes]:
+    """The events that end a stream that failed (``error``, then ``response.failed``
+    with ``failed_response``), numbered from ``first``."""
+    return [
+        msgspec.json.encode(
+            {
+                "type": "error",
+                "sequence_number": first,
+                "code": "server_error",
+                "message": message,
+                "param": None,
+            }
+        ),
+        b'{"type":"response.failed","sequence_number":%d,"response":%s}'
+        % (first + 1, failed_response),
+    ]
 
 
 _record_encoder = msgspec.msgpack.Encoder()

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from ._asgi import header
+from ._record import failure_events
 from ._snapshot import ResponseSnapshot
 from ._sse import SSEDecoder
 from ._store import Store, StoreError
@@ -220,18 +221,8 @@ class Recorder:
             return
         failed = self.snapshot.response(status="failed")
         failed["error"] = {"code": "server_error", "message": message}
-        events: list[bytes] = []
-        error: dict[str, Any] = {
-            "type": "error",
-            "code": "server_error",
-            "message": message,
-            "param": None,
-        }
-        ending: list[dict[str, Any]] = [error, {"type": "response.failed", "response": failed}]
-        for event in ending:
-            event["sequence_number"] = self.sequence
-            self.sequence += 1
-            events.append(_encoder.encode(event))
-        for payload in events:
-            self.snapshot.feed(payload)
-        await self._finish("failed", _encoder.encode(failed), events)
+        failed_json = _encoder.encode(failed)
+        events = failure_events(failed_json, message, self.sequence)
+        self.sequence += len(events)
+        self.snapshot.feed_all(events)
+        await self._finish("failed", failed_json, events)
