@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 DELAY = 0.05  # seconds before each streamed event
+LEASE = 2.0  # seconds a background worker's lease lasts
 
 
 class Replica:
@@ -42,7 +43,12 @@ class Replica:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / f"replica-{name}.log"
-        self.env = {**os.environ, "REDIS_URL": redis_url, "DELAY": str(DELAY)}
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DELAY": str(DELAY),
+            "BACKGROUND_LEASE": str(LEASE),
+        }
         self.process: subprocess.Popen[bytes] | None = None
 
     def launch(self) -> None:
@@ -356,3 +362,56 @@ def test_a_conversation_busy_on_one_replica_is_locked_on_the_other(
     assert caught.value.code == "conversation_locked"
     assert completed == [streaming_id]
     assert after.output_text == "[3 items] after"
+
+
+def test_a_background_turn_started_on_one_replica_is_resumed_and_cancelled_on_another(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    with a.sdk() as on_a, b.sdk() as on_b:
+        started = on_a.responses.create(model="m", input="DELTAS:400", background=True, stream=True)
+        had = []
+        for event in started:
+            had.append(event)
+            if len(had) == 5:
+                break
+        started.close()
+        response_id = had[0].response.id
+        resumed = on_b.responses.retrieve(response_id, stream=True, starting_after=4)
+        more = []
+        for event in resumed:
+            more.append(event)
+            if len(more) == 3:
+                break
+        cancelled = on_b.responses.cancel(response_id)
+        rest = list(resumed)
+        on_a_now = on_a.responses.retrieve(response_id)
+    assert [e.sequence_number for e in had + more] == list(range(8))
+    assert cancelled.status == "cancelled"
+    assert on_a_now.status == "cancelled"
+    assert all(e.type != "response.completed" for e in rest)
+
+
+def test_a_background_turn_whose_replica_dies_fails_on_the_other(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    with a.sdk() as on_a, b.sdk() as on_b:
+        started = on_a.responses.create(model="m", input="DELTAS:400", background=True, stream=True)
+        had = []
+        for event in started:
+            had.append(event)
+            if len(had) == 4:
+                break
+        response_id = had[0].response.id
+        a.kill()
+        # B follows the recorded events; when the dead worker's lease is over the
+        # response fails and the stream ends with it.
+        followed = [
+            e.type for e in on_b.responses.retrieve(response_id, stream=True, starting_after=3)
+        ]
+        failed = on_b.responses.retrieve(response_id)
+    assert followed[-2:] == ["error", "response.failed"]
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert "stopped before it finished" in failed.error.message
