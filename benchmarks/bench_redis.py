@@ -1,9 +1,15 @@
 """RedisStore next to MemoryStore: the store work of one turn on a short and a long
-chain, and what a chain costs in Redis memory.
+chain, what a chain costs in Redis memory, and what recording a background response's
+events costs.
 
 A turn's store work is what the middleware does for a follow-up: ``get_chain`` of the
 previous response, then ``put`` of the new turn. Items are realistic: a user message of
 about 400 bytes and an assistant message of about 1500 bytes per turn.
+
+A background response's events are recorded as a worker would: ``BACKGROUND_EVENTS``
+text deltas of the size the Responses API sends, ``record_events`` for every chunk of
+1 or of 8 of them (one script each), reported per event: wall time, and the time Redis
+spent in the scripts (``INFO commandstats``).
 
 ``python benchmarks/bench_redis.py`` starts its own ``redis-server`` and prints a
 markdown table. ``run(redis_url)`` measures against a server you give: it writes only
@@ -35,6 +41,8 @@ TIMED_TURNS = 101  # per measurement; the median is reported
 WARMUP_TURNS = 5
 CHAIN_LENGTHS_TIMED = (10, 1000)
 CHAIN_LENGTHS_SIZED = (10, 100, 1000)
+BACKGROUND_EVENTS = 2000
+EVENT_CHUNKS = (1, 8)
 
 _WORDS = ("the", "of", "model", "store", "chain", "turn", "reply", "token", "stream", "context")
 
@@ -149,6 +157,45 @@ async def _chain_memory(
     return used, records, items
 
 
+def _delta_event(number: int) -> bytes:
+    return msgspec.json.encode(
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": number + 4,
+            "item_id": "msg_68a2b5f0c1d48190a1f3c2b7d9e4a6b10e2c7f5d3a9b8c41",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": _prose(12, number).rsplit(" ", 1)[0] + " ",
+            "logprobs": [],
+            "obfuscation": "x7Qk2m",
+        }
+    )
+
+
+async def _events_cost(admin: Any, redis_url: str, prefix: str, chunk: int) -> tuple[float, float]:
+    """(wall microseconds, Redis script microseconds) per event recorded, for a stream of
+    ``BACKGROUND_EVENTS`` events recorded ``chunk`` at a time."""
+    events = [_delta_event(number) for number in range(BACKGROUND_EVENTS)]
+    store = RedisStore.from_url(redis_url, key_prefix=prefix)
+    try:
+        await store.start_background(OWNER, "warmup", b"{}", stream=True, lease=60)
+        await store.record_events(OWNER, "warmup", events[:1], status="in_progress", lease=60)
+        await store.start_background(OWNER, "timed", b"{}", stream=True, lease=60)
+        busy_before = await _script_usec(admin)
+        started = time.perf_counter()
+        for first in range(0, BACKGROUND_EVENTS, chunk):
+            chunk_events = events[first : first + chunk]
+            await store.record_events(OWNER, "timed", chunk_events, status="in_progress", lease=60)
+        elapsed = time.perf_counter() - started
+        busy_usec = await _script_usec(admin) - busy_before
+        state = await store.get_background(OWNER, "timed")
+        if state is None or state.events != BACKGROUND_EVENTS:
+            raise RuntimeError("the events were not all recorded")
+    finally:
+        await store.aclose()
+    return elapsed * 1e6 / BACKGROUND_EVENTS, busy_usec / BACKGROUND_EVENTS
+
+
 async def _measure(redis_url: str) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     prefix = f"bench-{uuid.uuid4().hex}:"
@@ -190,6 +237,14 @@ async def _measure(redis_url: str) -> list[tuple[str, str]]:
                     f"{used:,} B: {used / items:.2f}x its {items:,} B of items, "
                     f"{used / records:.2f}x its {records:,} B of records "
                     f"({(used - records) / turns:,.0f} B/turn on top)",
+                )
+            )
+        for chunk in EVENT_CHUNKS:
+            wall, busy = await _events_cost(admin, redis_url, f"{prefix}events{chunk}:", chunk)
+            rows.append(
+                (
+                    f"record_events, {BACKGROUND_EVENTS} events in chunks of {chunk}, per event",
+                    f"{wall:.1f} us, of which Redis runs the script {busy:.1f} us",
                 )
             )
     finally:

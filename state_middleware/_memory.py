@@ -423,8 +423,8 @@ class MemoryStore:
     ) -> None:
         with self._lock:
             entry = self._background(owner, response_id)
-            if entry is None:
-                return
+            if entry is None or entry.state.finished:
+                return  # a finished one (say failed as lost) stays as it is
             self._finish(owner, response_id, entry, status, response, events)
 
     async def get_background(self, owner: str, response_id: str) -> BackgroundState | None:
@@ -449,7 +449,7 @@ class MemoryStore:
             entry = self._background(owner, response_id)
             if entry is None or self._timer() > entry.events_until:
                 return None
-            return entry.events[start:], entry.state.finished and start >= len(entry.events)
+            return entry.events[start:], entry.state.finished
 
     async def cancel_background(self, owner: str, response_id: str) -> BackgroundState | None:
         with self._lock:

@@ -27,6 +27,18 @@ gives a fixed-size, unambiguous key):
   with a TTL of ``pending_ttl`` so a crashed process never blocks followers for longer.
 - ``{key_prefix}note:{owner}:{note key}``: one note (``remember``), a plain string with a
   TTL of ``ttl``.
+- ``{key_prefix}background:{owner}:{response id}``: a background response's state, a hash
+  with ``status``, ``response`` (the response object as last set), ``stream`` and
+  ``cancel`` (``1`` or ``0``) and ``events`` (how many were recorded).
+- ``{key_prefix}background_events:{owner}:{response id}``: its events, a stream in which
+  event number n has the id ``0-<n+1>`` (so a reader resumes after event n from that id)
+  and ``1-0`` marks the end (so no event can follow it, and a reader blocked on the
+  stream wakes when the response finishes). Absent until the first event.
+- ``{key_prefix}background_lease:{owner}:{response id}``: set while a worker runs the
+  response, with a TTL of the lease it asked for; renewed by ``record_events``.
+
+The three keys of one background response differ only in their kind, and every script
+gets all three in ``KEYS``.
 
 A turn keeps only what it added, so a chain costs the bytes of its items, and every
 item is kept once; every operation is a constant number of round trips. ``get_chain``
@@ -42,6 +54,22 @@ is ever replayed in part; each write is one script, so nothing is read half writ
 The scripts build turn and item keys themselves, which Redis Cluster does not allow:
 use a single Redis (with replicas or Sentinel if you like).
 
+Background responses. Each call is one script, so one round trip, except when it
+finds that the worker's lease ended before the response finished: the response object
+is then marked ``failed`` here in Python, and a second script writes it only if the
+response is still unfinished, without a lease and holding the object that was read (a
+compare-and-set), so of several replicas that find the worker lost at once exactly one
+writes the failure and all return it. ``read_events`` looks in one script and returns
+at once when there are events after ``after`` or the response finished; otherwise it
+waits for them in Redis (``XREAD BLOCK`` on the stream, from the id of event
+``after``, so nothing recorded in between is missed), a second round trip. A blocking
+read holds a connection of the client's pool, so it blocks for at most one second (and
+at most half of ``socket_timeout``, which would end it as a failure) and returns nothing
+new when that passes: the caller reads again. At most half the pool's connections
+(``max_connections``) block at once; further readers wait in this process for their
+turn, so the worker that records the events, and everyone else, always gets a
+connection.
+
 Retention. Turns, their item ids and notes live ``ttl`` from their last use (a turn's
 item ids from when it was stored). A conversation and its list live
 ``conversation_ttl`` (by default ``ttl``; ``None``: until deleted) from their last use:
@@ -52,7 +80,9 @@ deleting the response hides it but keeps its items) lives at least
 refresh, or never expires with ``conversation_ttl=None``; a conversation in use
 refreshes all of it when it was last refreshed longer ago than that ``/ 64`` (listing
 its items always does), so an append otherwise costs only what it appends. Loading a
-chain slides its turns by ``ttl`` but never shortens a longer TTL.
+chain slides its turns by ``ttl`` but never shortens a longer TTL. A background
+response's state and events live ``ttl`` from the last change while it runs; once it
+finished, its events live ``event_ttl`` (default 10 minutes) and its state ``ttl``.
 
 Failure policy. Every method raises ``StoreUnavailable`` (code ``store_unavailable``)
 when Redis refuses the connection, drops it or does not answer within
@@ -73,6 +103,9 @@ turns that into:
 - a new turn whose pending mark (``begin``) cannot be set: the middleware does not catch
   that yet, so the server answers its own plain 500 (see ``docs/redis.md``).
 
+The background methods fail the same way (a blocking ``read_events`` included: it never
+blocks as long as ``socket_timeout``).
+
 The client reconnects on next use, so the store works again as soon as Redis is back.
 
 A store made by ``from_url`` owns its clients: it keeps one per event loop (a client's
@@ -88,29 +121,40 @@ import contextlib
 import hashlib
 import importlib
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from . import _defaults
+from ._errors import WORKER_LOST_MESSAGE
 from ._record import (
+    BackgroundState,
     ConversationRecord,
     TurnRecord,
     decode_record,
     encode_record,
     record_item_ids,
     record_items,
+    with_status,
 )
 from ._redis_scripts import (
     ADD_ITEMS,
+    BACKGROUND,
+    CANCEL_BACKGROUND,
     CONVERSATION,
     CONVERSATION_ITEMS,
     DELETE,
+    FAIL_LOST,
+    FINISH_BACKGROUND,
     FORGET_ITEMS,
     GET_CHAIN,
     GET_ITEMS,
     LOCK,
     PUT,
+    READ_EVENTS,
+    RECORD_EVENTS,
     REMOVE_ITEM,
+    START_BACKGROUND,
     UNLOCK,
 )
 from ._store import ItemsMissing, NewItem, StoreError, StoreUnavailable
@@ -122,6 +166,8 @@ MISSING_EXTRA_MESSAGE = 'RedisStore needs the redis client: pip install "state-m
 _MAX_DEPTH = 100_000  # guards a corrupted parent loop inside Redis; far beyond real chains
 _POLL_INTERVAL = 0.02  # seconds between checks of a pending turn
 _REFERENCE = b"@"  # an item key holding this and a response id points into that turn
+_MAX_BLOCK = 1.0  # seconds one blocking read of events may hold its connection
+_LOST_ERROR = {"code": "server_error", "message": WORKER_LOST_MESSAGE}
 
 
 def _import(module: str) -> Any:
@@ -152,7 +198,8 @@ class RedisStore:
     turn of the chain. ``conversation_ttl`` is the sliding TTL of conversations (by
     default ``ttl``; ``None``: they never expire), and what a conversation names lives
     at least as long as it does. ``pending_ttl`` bounds how long a turn in progress
-    (``begin`` without ``end``, say after a crash) makes followers wait. The client must
+    (``begin`` without ``end``, say after a crash) makes followers wait. ``event_ttl`` is
+    how long a finished background response's events can still be read. The client must
     return bytes (``decode_responses=False``, the default).
     """
 
@@ -164,19 +211,37 @@ class RedisStore:
         conversation_ttl: float | Literal["ttl"] | None = _defaults.REDIS_CONVERSATION_TTL,
         key_prefix: str = _defaults.REDIS_KEY_PREFIX,
         pending_ttl: float = _defaults.REDIS_PENDING_TTL,
+        event_ttl: float = _defaults.EVENT_TTL,
     ) -> None:
         if conversation_ttl == "ttl":
             conversation_ttl = ttl
-        if ttl <= 0 or pending_ttl <= 0 or (conversation_ttl is not None and conversation_ttl <= 0):
-            raise ValueError("ttl, conversation_ttl and pending_ttl must be positive")
+        if (
+            ttl <= 0
+            or pending_ttl <= 0
+            or event_ttl <= 0
+            or (conversation_ttl is not None and conversation_ttl <= 0)
+        ):
+            raise ValueError("ttl, conversation_ttl, pending_ttl and event_ttl must be positive")
         pool = getattr(client, "connection_pool", None)
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=False")
         self.ttl = ttl
         self.conversation_ttl: float | None = conversation_ttl
         self.pending_ttl = pending_ttl
+        self.event_ttl = event_ttl
         self.key_prefix = key_prefix
         self._client = client
+        # A blocking read holds a connection of the pool: at most half of them do, and
+        # each for at most _MAX_BLOCK (and half the socket timeout, which would end it).
+        pool_size = getattr(pool, "max_connections", None)
+        self._readers = max(1, pool_size // 2) if isinstance(pool_size, int) else 50
+        socket_timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+        self._max_block = _MAX_BLOCK
+        if isinstance(socket_timeout, (int, float)) and socket_timeout > 0:
+            self._max_block = min(_MAX_BLOCK, socket_timeout / 2)
+        self._reader_slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
         self._new_client: Callable[[], Any] | None = None  # set when the store owns clients
         self._loop_clients: dict[asyncio.AbstractEventLoop, tuple[Any, asyncio.Task[None]]] = {}
         exceptions = _import(f"{_client_library(client)}.exceptions")
@@ -200,6 +265,13 @@ class RedisStore:
         self._remove_item = client.register_script(REMOVE_ITEM)
         self._lock = client.register_script(LOCK)
         self._unlock = client.register_script(UNLOCK)
+        self._start_background = client.register_script(START_BACKGROUND)
+        self._record_events = client.register_script(RECORD_EVENTS)
+        self._finish_background = client.register_script(FINISH_BACKGROUND)
+        self._fail_lost = client.register_script(FAIL_LOST)
+        self._background = client.register_script(BACKGROUND)
+        self._cancel_background = client.register_script(CANCEL_BACKGROUND)
+        self._read_events = client.register_script(READ_EVENTS)
 
     @classmethod
     def from_url(
@@ -210,6 +282,7 @@ class RedisStore:
         conversation_ttl: float | Literal["ttl"] | None = _defaults.REDIS_CONVERSATION_TTL,
         key_prefix: str = _defaults.REDIS_KEY_PREFIX,
         pending_ttl: float = _defaults.REDIS_PENDING_TTL,
+        event_ttl: float = _defaults.EVENT_TTL,
         socket_timeout: float = _defaults.REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout: float = _defaults.REDIS_SOCKET_CONNECT_TIMEOUT,
         **client_kwargs: Any,
@@ -243,6 +316,7 @@ class RedisStore:
             conversation_ttl=conversation_ttl,
             key_prefix=key_prefix,
             pending_ttl=pending_ttl,
+            event_ttl=event_ttl,
         )
         store._new_client = new_client
         return store
@@ -458,6 +532,133 @@ class RedisStore:
         created_at, stored_metadata = found
         return ConversationRecord(conversation_id, int(created_at), stored_metadata)
 
+    # -- background responses ---------------------------------------------------------
+    async def start_background(
+        self, owner: str, response_id: str, response: bytes, *, stream: bool, lease: float
+    ) -> None:
+        args = [response, int(stream), _milliseconds(lease), _milliseconds(self.ttl)]
+        with self._errors():
+            await self._start_background(
+                keys=self._background_keys(owner, response_id),
+                args=args,
+                client=self._current_client(),
+            )
+
+    async def record_events(
+        self,
+        owner: str,
+        response_id: str,
+        events: Sequence[bytes],
+        *,
+        status: str,
+        lease: float,
+    ) -> bool:
+        keys = self._background_keys(owner, response_id)
+        args = [status, _milliseconds(lease), _milliseconds(self.ttl), *events]
+        with self._errors():
+            stop = await self._record_events(keys=keys, args=args, client=self._current_client())
+        if isinstance(stop, bytes):  # its lease had ended: it is lost, whoever runs it
+            await self._fail(keys, stop)
+            return True
+        return bool(stop)
+
+    async def finish_background(
+        self,
+        owner: str,
+        response_id: str,
+        status: str,
+        response: bytes,
+        events: Sequence[bytes] = (),
+    ) -> None:
+        keys = self._background_keys(owner, response_id)
+        args = [status, response, _milliseconds(self.event_ttl), _milliseconds(self.ttl)]
+        with self._errors():
+            ended = await self._finish_background(
+                keys=keys, args=[*args, *events], client=self._current_client()
+            )
+        if isinstance(ended, bytes):
+            await self._fail(keys, ended)
+
+    async def get_background(self, owner: str, response_id: str) -> BackgroundState | None:
+        keys = self._background_keys(owner, response_id)
+        with self._errors():
+            found = await self._background(keys=keys, client=self._current_client())
+        return await self._settle(keys, found)
+
+    async def cancel_background(self, owner: str, response_id: str) -> BackgroundState | None:
+        keys = self._background_keys(owner, response_id)
+        with self._errors():
+            found = await self._cancel_background(keys=keys, client=self._current_client())
+        return await self._settle(keys, found)
+
+    async def read_events(
+        self, owner: str, response_id: str, after: int, timeout: float
+    ) -> tuple[list[bytes], bool] | None:
+        keys = self._background_keys(owner, response_id)
+        cursor = f"0-{max(after, -1) + 1}"  # the stream id of event number `after`
+        with self._errors():
+            found = await self._read_events(keys=keys, args=[cursor], client=self._current_client())
+        if found is None:
+            return None
+        state, entries = found
+        events, finished = _events(entries)
+        if not finished and state[5] == 0 and not _finished(state[0]):
+            await self._settle(keys, state)  # its worker was lost: failed now
+            finished = True  # and no event can follow
+        if events or finished:
+            return events, finished
+        return _events(await self._wait_for_entries(keys[1], cursor, timeout))
+
+    async def _settle(self, keys: list[str], found: list[Any] | None) -> BackgroundState | None:
+        """The state a script read (``None``: none); a running one whose lease ended
+        is failed first."""
+        if found is not None and found[5] == 0 and not _finished(found[0]):
+            found = await self._fail(keys, found[1])
+        if found is None:
+            return None
+        status, response, stream, cancel, events, _ = found
+        return BackgroundState(
+            status.decode(), response, stream == b"1", cancel == b"1", int(events)
+        )
+
+    async def _fail(self, keys: list[str], response: bytes) -> list[Any] | None:
+        """Fail a response whose worker was lost (``response``: its object as read),
+        unless another caller got there first; the state after."""
+        failed = with_status(response, "failed", _LOST_ERROR)
+        args = [response, failed, _milliseconds(self.event_ttl), _milliseconds(self.ttl)]
+        with self._errors():
+            found: list[Any] | None = await self._fail_lost(
+                keys=keys, args=args, client=self._current_client()
+            )
+        return found
+
+    async def _wait_for_entries(self, key: str, cursor: str, timeout: float) -> list[Any]:
+        """The stream entries after ``cursor`` (none yet: waits up to ``timeout``, or
+        ``_max_block``, for the first, blocking in Redis)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        slots = self._reader_slots.get(loop)
+        if slots is None:
+            slots = self._reader_slots[loop] = asyncio.Semaphore(self._readers)
+        if not slots.locked():
+            await slots.acquire()
+        else:  # as many reads as may block already do: wait for one to end
+            try:
+                await asyncio.wait_for(slots.acquire(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        try:
+            block = min(deadline - loop.time(), self._max_block)
+            if block <= 0:
+                return []
+            with self._errors():
+                reply = await self._current_client().xread(
+                    {key: cursor}, block=_milliseconds(block)
+                )
+        finally:
+            slots.release()
+        return _read_entries(reply)
+
     # -- lifecycle --------------------------------------------------------------------
     async def aclose(self) -> None:
         """Close the client this store made for the running loop (clients made for
@@ -495,6 +696,15 @@ class RedisStore:
 
     def _lock_key(self, owner: str, conversation_id: str) -> str:
         return f"{self.key_prefix}lock:{_owner_digest(owner)}:{conversation_id}"
+
+    def _background_keys(self, owner: str, response_id: str) -> list[str]:
+        """A background response's state, its events and its worker's lease."""
+        tail = f"{_owner_digest(owner)}:{response_id}"
+        return [
+            f"{self.key_prefix}background:{tail}",
+            f"{self.key_prefix}background_events:{tail}",
+            f"{self.key_prefix}background_lease:{tail}",
+        ]
 
     def _context(self, owner: str) -> list[str | int]:
         """What every item and conversation script gets first: the owner's item and turn
@@ -565,6 +775,34 @@ def _resolve(
         else:
             found[item_id] = value
     return found
+
+
+def _finished(status: bytes) -> bool:
+    return status not in (b"queued", b"in_progress")
+
+
+def _events(entries: Sequence[Any]) -> tuple[list[bytes], bool]:
+    """The events among stream entries, and whether the end marker is among them."""
+    events: list[bytes] = []
+    finished = False
+    for entry_id, fields in entries:
+        if entry_id.startswith(b"0-"):
+            events.append(fields[b"e"] if isinstance(fields, dict) else fields[1])
+        else:
+            finished = True
+    return events, finished
+
+
+def _read_entries(reply: Any) -> list[Any]:
+    """The entries of an ``XREAD`` of one stream, as the client parsed them: a list of
+    ``[stream, entries]`` (RESP2), or a dict of stream to entries (RESP3, and redis-py's
+    unified replies), those sometimes wrapped in one more list."""
+    if not reply:
+        return []
+    entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    if entries and isinstance(entries[0], list):
+        entries = entries[0]
+    return list(entries)
 
 
 def _owner_digest(owner: str) -> str:

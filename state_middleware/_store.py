@@ -110,7 +110,8 @@ class Store(Protocol):
     - ``finish_background(owner, id, status, response, events)`` appends the last events
       and ends it (a finished status, the final response object). From then on its
       events are kept ``event_ttl`` seconds (a store option) and its state as long as
-      stored responses.
+      stored responses. A finished one is left as it is (a response failed because its
+      worker was lost stays failed when that worker finishes late).
     - ``get_background`` returns its ``BackgroundState`` (``None``: none, expired or
       foreign). One whose lease ended before it finished (its worker died) is finished
       there and then as ``failed``, with an error saying the worker was lost
