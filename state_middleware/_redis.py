@@ -125,6 +125,8 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
+import msgspec
+
 from . import _defaults
 from ._errors import WORKER_LOST_MESSAGE
 from ._record import (
@@ -168,6 +170,7 @@ _POLL_INTERVAL = 0.02  # seconds between checks of a pending turn
 _REFERENCE = b"@"  # an item key holding this and a response id points into that turn
 _MAX_BLOCK = 1.0  # seconds one blocking read of events may hold its connection
 _LOST_ERROR = {"code": "server_error", "message": WORKER_LOST_MESSAGE}
+_LOST_MESSAGE_JSON = msgspec.json.encode(WORKER_LOST_MESSAGE)
 
 
 def _import(module: str) -> Any:
@@ -603,8 +606,15 @@ class RedisStore:
         state, entries = found
         events, finished = _events(entries)
         if not finished and state[5] == 0 and not _finished(state[0]):
-            await self._settle(keys, state)  # its worker was lost: failed now
-            finished = True  # and no event can follow
+            await self._settle(keys, state)  # its worker was lost: failed now, and the
+            # events that say so were appended: read them too
+            with self._errors():
+                found = await self._read_events(
+                    keys=keys, args=[cursor], client=self._current_client()
+                )
+            if found is None:
+                return None
+            events, finished = _events(found[1])
         if events or finished:
             return events, finished
         return _events(await self._wait_for_entries(keys[1], cursor, timeout))
@@ -625,7 +635,13 @@ class RedisStore:
         """Fail a response whose worker was lost (``response``: its object as read),
         unless another caller got there first; the state after."""
         failed = with_status(response, "failed", _LOST_ERROR)
-        args = [response, failed, _milliseconds(self.event_ttl), _milliseconds(self.ttl)]
+        args = [
+            response,
+            failed,
+            _milliseconds(self.event_ttl),
+            _milliseconds(self.ttl),
+            _LOST_MESSAGE_JSON,
+        ]
         with self._errors():
             found: list[Any] | None = await self._fail_lost(
                 keys=keys, args=args, client=self._current_client()

@@ -508,15 +508,25 @@ return 1
 )
 
 # KEYS: as _BACKGROUND. ARGV: the response object read, the failed one, event ttl, ttl
-# (ms). Compare-and-set: fails the response as lost only if it is still unfinished,
-# without a lease and holding that response object, so of several replicas that found
-# its worker lost, exactly one writes. Returns the state as read() does, after.
+# (ms), the worker-lost message as a JSON string. Compare-and-set: fails the response as
+# lost only if it is still unfinished, without a lease and holding that response object,
+# so of several replicas that found its worker lost, exactly one writes. Returns the
+# state as read() does, after.
 FAIL_LOST = (
     _BACKGROUND
     + """
 local found = read()
 if found and not finished(found[1]) and found[6] == 0 and found[2] == ARGV[1] then
-  finish('failed', ARGV[2], tonumber(found[5]), ARGV[3], ARGV[4])
+  -- the events that end a failed stream: error, then response.failed (as the Python
+  -- side's failure_events writes them)
+  local n = tonumber(found[5])
+  redis.call('XADD', events, string.format('0-%d', n + 1), 'e',
+    '{"type":"error","sequence_number":' .. string.format('%d', n) ..
+    ',"code":"server_error","message":' .. ARGV[5] .. ',"param":null}')
+  redis.call('XADD', events, string.format('0-%d', n + 2), 'e',
+    '{"type":"response.failed","sequence_number":' .. string.format('%d', n + 1) ..
+    ',"response":' .. ARGV[2] .. '}')
+  finish('failed', ARGV[2], n + 2, ARGV[3], ARGV[4])
   found = read()
 end
 return found

@@ -23,6 +23,7 @@ from . import _defaults
 from ._forward import ForwardingApp
 from ._identity import IdentityFunc
 from ._middleware import ResponsesStateMiddleware
+from ._settings import BackgroundSettings
 from ._store import Store
 
 __all__ = [
@@ -53,6 +54,7 @@ def create_app(
     reasoning_field: str = _defaults.REASONING_FIELD,
     max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = _defaults.MAX_TOKENS_FIELD,
     unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
+    background: BackgroundSettings | None = None,
 ) -> ResponsesStateMiddleware:
     """The proxy as an ASGI app: the middleware wrapping a ``ForwardingApp``.
 
@@ -94,4 +96,5 @@ def create_app(
         reasoning_field=reasoning_field,
         max_tokens_field=max_tokens_field,
         unsupported_tools=unsupported_tools,
+        background=background,
     )

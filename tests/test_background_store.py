@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ import redis.asyncio
 
 from state_middleware import MemoryStore, RedisStore, Store
 from state_middleware._errors import WORKER_LOST_MESSAGE
+from state_middleware._record import BackgroundState
 
 from ._sync import soon
 from .test_redis_store import CountingConnection, round_trips
@@ -352,6 +354,21 @@ async def test_a_finished_response_is_never_finished_again(store: Store) -> None
 
 
 # -- a lost worker ----------------------------------------------------------------------
+def ends_failed(read: tuple[list[bytes], bool] | None, state: BackgroundState) -> bool:
+    """The read ends the stream with the lost worker's ``error`` and ``response.failed``,
+    numbered on from the events before them, carrying the failed response."""
+    assert read is not None
+    events, finished = read
+    decoded = [json.loads(event) for event in events[-2:]]
+    assert [event["type"] for event in decoded] == ["error", "response.failed"]
+    assert [event["sequence_number"] for event in decoded] == [state.events - 2, state.events - 1]
+    assert decoded[0]["message"] == WORKER_LOST_MESSAGE
+    assert json.dumps(decoded[1]["response"], sort_keys=True) == json.dumps(
+        json.loads(state.response), sort_keys=True
+    )
+    return finished
+
+
 def failed_as_lost(response: bytes) -> bool:
     value = msgspec.json.decode(response)
     return bool(
@@ -370,17 +387,18 @@ async def test_a_response_whose_lease_ended_reads_as_failed_with_the_worker_lost
     assert state is not None
     assert state.status == "failed"
     assert failed_as_lost(state.response)
-    assert await store.read_events(OWNER, "resp_1", -1, 30) == ([], True)
+    assert ends_failed(await store.read_events(OWNER, "resp_1", -1, 30), state)
     assert await store.get_background(OWNER, "resp_1") == state
 
 
 async def test_a_reader_of_a_lost_worker_is_told_it_finished(store: Store, time: Time) -> None:
     await running(store, lease=TINY_LEASE)
     await time.lease_ends(store, "resp_1")
-    assert await store.read_events(OWNER, "resp_1", -1, 30) == ([], True)
+    read = await store.read_events(OWNER, "resp_1", -1, 30)
     state = await store.get_background(OWNER, "resp_1")
     assert state is not None
     assert failed_as_lost(state.response)
+    assert ends_failed(read, state)
 
 
 async def test_two_replicas_finding_the_worker_lost_at_once_both_see_one_failure(
@@ -409,7 +427,7 @@ async def test_a_lost_worker_is_told_to_stop_and_its_late_finish_changes_nothing
     )
     await store.finish_background(OWNER, "resp_1", "completed", DONE, events(0, 1))
     assert await store.get_background(OWNER, "resp_1") == failed
-    assert await store.read_events(OWNER, "resp_1", -1, 0) == ([], True)
+    assert ends_failed(await store.read_events(OWNER, "resp_1", -1, 0), failed)
 
 
 async def test_cancelling_a_lost_worker_returns_the_failure(store: Store, time: Time) -> None:
@@ -520,7 +538,8 @@ async def test_two_redis_replicas_race_to_fail_a_lost_worker_and_one_writes(
             await store.aclose()
         await admin.aclose()
     assert runs == 4  # both read it unfinished and both tried to fail it...
-    assert [entry_id for entry_id, _ in entries] == [b"1-0"]  # ...one end was written
+    # ...one error, one response.failed and one end were written
+    assert [entry_id for entry_id, _ in entries] == [b"0-1", b"0-2", b"1-0"]
     assert seen[0] == seen[1]
     assert seen[0] is not None
     assert failed_as_lost(seen[0].response)
