@@ -280,6 +280,13 @@ def conversations() -> list[Row]:
         return [row(name, value) for name, value in bench_conversations.run(url)]
 
 
+def background() -> list[Row]:
+    """A background turn against the same turn in the foreground (``bench_background.py``)."""
+    import bench_background
+
+    return bench_background.rows()
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency", latency),
     ("stream", stream),
@@ -288,6 +295,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("bridge", bridge),
     ("redis", redis),
     ("conversations", conversations),
+    ("background", background),
 ]
 
 

@@ -111,7 +111,15 @@ class _Conversation(_Value):
 class _Background(_Value):
     """A background response: its state, its events, its worker's lease."""
 
-    __slots__ = ("changed", "events", "events_size", "events_until", "lease_until", "state")
+    __slots__ = (
+        "changed",
+        "events",
+        "events_size",
+        "events_until",
+        "lease_until",
+        "state",
+        "waiting",
+    )
 
     def __init__(self, state: BackgroundState, ttl: float, now: float, lease: float) -> None:
         super().__init__(len(state.response) + 64, ttl, now)
@@ -121,6 +129,7 @@ class _Background(_Value):
         self.events_until = float("inf")  # set when it finishes
         self.lease_until = now + lease
         self.changed = asyncio.Event()  # set (and replaced) whenever events come
+        self.waiting = False  # a reader waits on ``changed``
 
     def add(self, events: Sequence[bytes]) -> None:
         self.events.extend(events)
@@ -130,8 +139,10 @@ class _Background(_Value):
         self.size = len(self.state.response) + self.events_size + 64
 
     def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+        if self.waiting:
+            self.waiting = False
+            self.changed.set()
+            self.changed = asyncio.Event()
 
 
 def _size(value: _Value) -> int:
@@ -409,7 +420,9 @@ class MemoryStore:
                 entry.state, status=status, events=len(entry.events)
             )
             entry.lease_until = now + lease
-            self._reinsert(owner, response_id, entry, now)
+            if entry.events_size - (entry.size - len(entry.state.response) - 64) > 4096:
+                # Counted anew (and refreshed) once per 4 KiB of events, not per event.
+                self._reinsert(owner, response_id, entry, now)
             entry.notify()
             return entry.state.cancel_requested
 
@@ -442,6 +455,7 @@ class MemoryStore:
             start = max(after + 1, 0)
             if start < len(entry.events) or entry.state.finished:
                 return entry.events[start:], entry.state.finished
+            entry.waiting = True
             changed = entry.changed
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)

@@ -41,6 +41,7 @@ _TERMINAL = {
     "response.incomplete": "incomplete",
     "response.failed": "failed",
 }
+_FINISHED = frozenset(_TERMINAL.values())
 _SKIPPED = frozenset({"response.created", "response.queued"})
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -183,9 +184,12 @@ class Recorder:
         final: tuple[str, bytes] | None = None
         for event in events:
             self.snapshot.feed(event)
-            kind = _decoder.decode(event).get("type")
-            if kind in _TERMINAL:
-                final = (_TERMINAL[kind], self.snapshot.response_json())
+            if self.snapshot.finished:
+                status = self.snapshot.status
+                if status not in _FINISHED:  # a terminal event without a status
+                    status = _TERMINAL.get(str(_decoder.decode(event).get("type")), "failed")
+                final = (status, self.snapshot.response_json(status=status))
+                break
         if events and self.status == "queued":
             self.status = "in_progress"
         if final is not None:
