@@ -266,6 +266,11 @@ class TurnAccumulator:
             response=_encoder.encode(_any_decoder.decode(_encoder.encode(response))),
         )
 
+    @property
+    def succeeded(self) -> bool:
+        """A terminal success went by (and no failure before it)."""
+        return self._final is not None and self.failure is None
+
     def response_body(self) -> bytes:
         """The whole stamped response object (``output`` included) of a finished
         stream, as a JSON reply; call only after a terminal success."""

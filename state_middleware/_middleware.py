@@ -25,6 +25,7 @@ from ._memory import MemoryStore
 from ._settings import BackgroundSettings, Settings
 from ._store import Store
 from ._upstream import ResponsesUpstream, Upstream
+from ._websocket import WebSocketSession, refuse_websocket
 
 __all__ = ["ResponsesStateMiddleware"]
 
@@ -62,6 +63,7 @@ class ResponsesStateMiddleware:
         ] = _defaults.MAX_TOKENS_FIELD,
         unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
         background: BackgroundSettings | None = None,
+        websocket: bool = True,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError("prefix must start with '/' and not end with it, or be ''")
@@ -101,6 +103,7 @@ class ResponsesStateMiddleware:
             background=background if background is not None else BackgroundSettings(),
         )
         self.background = BackgroundRuns(self.settings)
+        self.websocket = websocket
         self._collection = prefix + "/responses"
         self._item_prefix = self._collection + "/"
         self._conversations = prefix + "/conversations"
@@ -114,6 +117,12 @@ class ResponsesStateMiddleware:
     ) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if scope["type"] == "websocket" and route_path(scope) == self._collection:
+            if self.websocket:
+                await WebSocketSession(self.settings, scope, receive, send).run()
+            else:
+                await refuse_websocket(scope, send)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -37,7 +38,7 @@ from ._errors import (
 from ._ids import new_response_id
 from ._items import normalized_item, reference_id, with_id
 from ._marks import ConversationLock, PendingMark
-from ._record import chain_input
+from ._record import chain_input, join_arrays
 from ._request import TurnRequest
 from ._settings import Settings
 from ._store import StoreError
@@ -52,8 +53,19 @@ logger = logging.getLogger("state_middleware")
 class Turn:
     """All state of one turn."""
 
-    def __init__(self, settings: Settings, scope: Any, owner: str, request: TurnRequest) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        scope: Any,
+        owner: str,
+        request: TurnRequest,
+        *,
+        recent: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.settings = settings
+        #: histories a front door keeps itself (a WebSocket connection's latest
+        #: response), by response id: looked at before the store
+        self.recent = recent
         self.scope = scope  # the HTTP scope the app is called with
         self.owner = owner
         self.request = request
@@ -183,12 +195,23 @@ class Turn:
         previous = request.previous_response_id
         if previous is None:
             return None
+        if self.recent is not None and previous in self.recent:
+            return self.recent[previous]
         chain = await store.get_chain(owner, previous)
         if chain is None and await store.wait(owner, previous, self.settings.pending_timeout):
             chain = await store.get_chain(owner, previous)
         if chain is None:
             raise previous_not_found(previous)
         return chain_input(chain)
+
+    def continued_history(self) -> bytes | None:
+        """What a turn continuing this one would get as its history (this turn's
+        history, input and output), once it ended ``completed`` or ``incomplete``;
+        ``None`` before, or when it did not."""
+        if self.context is None or not self.accumulator.succeeded:
+            return None
+        record = self.accumulator.record()
+        return join_arrays([self.context.history or b"[]", record.input_items, record.output_items])
 
     async def _commit(self) -> None:
         """Store the finished turn (the tee calls this before the terminal event goes
