@@ -107,12 +107,11 @@ class WebSocketSession:
         try:
             while True:
                 message: Any = await self.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message["type"] == "websocket.receive":
-                    text = message.get("text")
-                    data = text.encode() if text is not None else message.get("bytes") or b""
-                    await self._dispatch(data)
+                if message["type"] != "websocket.receive":
+                    break  # websocket.disconnect (nothing else may come)
+                text = message.get("text")
+                data = text.encode() if text is not None else message.get("bytes") or b""
+                await self._dispatch(data)
         finally:
             self.closed.set()  # running turns see the caller gone
             lanes = [lane.task for lane in self.lanes.values() if lane.task is not None]

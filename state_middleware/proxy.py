@@ -55,6 +55,7 @@ def create_app(
     max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = _defaults.MAX_TOKENS_FIELD,
     unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
     background: BackgroundSettings | None = None,
+    websocket: bool = True,
 ) -> ResponsesStateMiddleware:
     """The proxy as an ASGI app: the middleware wrapping a ``ForwardingApp``.
 
@@ -97,4 +98,5 @@ def create_app(
         max_tokens_field=max_tokens_field,
         unsupported_tools=unsupported_tools,
         background=background,
+        websocket=websocket,
     )

@@ -130,7 +130,8 @@ async def test_non_http_scopes_reach_the_app_unchanged(memory_store: Store) -> N
         got.append((scope, receive, send))
 
     wrapped = ResponsesStateMiddleware(app, store=memory_store)
-    for scope in ({"type": "lifespan"}, {"type": "websocket", "path": "/v1/responses"}):
+    # (a WebSocket to {prefix}/responses is the middleware's own: WebSocket mode)
+    for scope in ({"type": "lifespan"}, {"type": "websocket", "path": "/v1/realtime"}):
 
         async def receive() -> Any:
             return {"type": "lifespan.startup"}

@@ -728,7 +728,7 @@ async def test_upstream_sockets_have_tcp_nodelay(tricky: tuple[TrickyUpstream, s
 
 
 @pytest.mark.anyio
-async def test_websockets_are_refused() -> None:
+async def test_websockets_other_than_responses_are_refused() -> None:
     app = create_app(upstream="http://127.0.0.1:1/v1")
     sent: list[Any] = []
 
@@ -738,7 +738,8 @@ async def test_websockets_are_refused() -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "websocket", "path": "/v1/responses", "headers": []}
+    # ({prefix}/responses is the middleware's WebSocket mode: served, not forwarded)
+    scope = {"type": "websocket", "path": "/v1/realtime", "headers": []}
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent[0]["type"] == "websocket.close"
 
