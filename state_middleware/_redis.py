@@ -100,8 +100,8 @@ turns that into:
   with the response id (logger ``state_middleware``) and the client receives ``error``
   and ``response.failed`` in place of ``response.completed``, so it never holds an id
   that cannot be continued;
-- a new turn whose pending mark (``begin``) cannot be set: the middleware does not catch
-  that yet, so the server answers its own plain 500 (see ``docs/redis.md``).
+- a new turn whose pending mark (``begin``) or conversation lock cannot be set: the same
+  503, before the app is called.
 
 The background methods fail the same way (a blocking ``read_events`` included: it never
 blocks as long as ``socket_timeout``).
