@@ -15,6 +15,7 @@ import pytest
 from state_middleware import MemoryStore, RedisStore, Store
 from state_middleware.testing import StreamingASGITransport
 
+from ._codex import codex_bin  # noqa: F401  (the Codex binary, or a skip)
 from ._redis import redis_server  # noqa: F401  (the session fixture make_store asks for)
 
 #: every store kind the behaviour suite runs against

@@ -208,6 +208,16 @@ async def test_call_token_emits_parallel_function_calls_with_unique_ids() -> Non
     assert len({call.id for call in calls} | {call.call_id for call in calls}) == 4
 
 
+async def test_shell_token_emits_the_exec_command_call_codex_runs() -> None:
+    app = ScriptedResponsesApp()
+    async with sdk_client(app) as client:
+        response = await client.responses.create(model="m", input="please SHELL: echo hi")
+    (call,) = response.output
+    assert call.type == "function_call"
+    assert call.name == "exec_command"
+    assert json.loads(call.arguments) == {"cmd": "echo hi"}
+
+
 async def test_fail_token_becomes_an_http_error_before_any_stream_bytes() -> None:
     app = ScriptedResponsesApp()
     async with sdk_client(app) as client:

@@ -19,7 +19,11 @@ entry replaces the magic tokens. An entry is a mapping, or a callable taking the
 ``deltas``      int >= 1: the text becomes ``"w0 w1 ... "``, streamed as exactly that many
                 ``response.output_text.delta`` events (cannot be combined with ``text``).
 ``calls``       list of function names: emit one ``function_call`` item per name (after
-                the message, and only with a message if ``text`` or ``deltas`` is set).
+                the message, and only with a message if ``text`` or ``deltas`` is set);
+                its arguments are ``{"input": <text of the last user message>}``.
+``shell``       str: a command; emit a ``function_call`` to ``exec_command`` with arguments
+                ``{"cmd": <command>}`` (Codex's shell tool, so Codex runs it), after the
+                ``calls``.
 ``cut_after``   int: stream only the first k events (never the terminal one), then end
                 the body; for a JSON request this is a 500.
 ``failed``      bool: the response fails (``error`` + ``response.failed`` when streaming).
@@ -27,9 +31,10 @@ entry replaces the magic tokens. An entry is a mapping, or a callable taking the
 
 Magic tokens are read from the last input item when it is a user message, so they also
 work over a real socket from another process. They combine, except ``FAIL`` which wins:
-``FAIL:<status>``, ``CUT:<k>``, ``RESPONSE_FAILED``, ``INCOMPLETE``, ``DELTAS:<k>`` and
-``CALL:<name>[,<name>...]`` map onto ``status``, ``cut_after``, ``failed``,
-``incomplete``, ``deltas`` and ``calls``.
+``FAIL:<status>``, ``CUT:<k>``, ``RESPONSE_FAILED``, ``INCOMPLETE``, ``DELTAS:<k>``,
+``CALL:<name>[,<name>...]`` and ``SHELL:<command up to the end of the line>`` map onto
+``status``, ``cut_after``, ``failed``, ``incomplete``, ``deltas``, ``calls`` and
+``shell`` (as the scripted chat app's ``SHELL:`` does).
 
 ``ScriptedResponsesApp(answer_as="stream")`` streams every answer, asked or not (as HF
 ``transformers serve`` does when ``stream`` is absent), and ``answer_as="json"`` answers

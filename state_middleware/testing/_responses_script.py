@@ -39,6 +39,7 @@ class Reply(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     text: str | None = None
     deltas: int | None = None
     calls: list[str] | None = None
+    shell: str | None = None
     cut_after: int | None = None
     failed: bool = False
     incomplete: bool = False
@@ -110,6 +111,7 @@ _FAIL = re.compile(r"\bFAIL:([45]\d\d)\b")
 _CUT = re.compile(r"\bCUT:(\d+)\b")
 _DELTAS = re.compile(r"\bDELTAS:(\d+)\b")
 _CALL = re.compile(r"\bCALL:([\w-]+(?:,[\w-]+)*)", re.ASCII)
+_SHELL = re.compile(r"\bSHELL:[ \t]*([^\r\n]+)")
 _RESPONSE_FAILED = re.compile(r"\bRESPONSE_FAILED\b")
 _INCOMPLETE = re.compile(r"\bINCOMPLETE\b")
 
@@ -120,10 +122,12 @@ def reply_from_tokens(text: str) -> Reply:
     cut = _CUT.search(text)
     deltas = _DELTAS.search(text)
     call = _CALL.search(text)
+    shell = _SHELL.search(text)
     return Reply(
         cut_after=int(cut.group(1)) if cut else None,
         deltas=max(1, int(deltas.group(1))) if deltas else None,
         calls=call.group(1).split(",") if call else None,
+        shell=shell.group(1).strip() if shell else None,
         failed=_RESPONSE_FAILED.search(text) is not None,
         incomplete=_INCOMPLETE.search(text) is not None,
     )
@@ -147,12 +151,12 @@ def _message_item(text: str, status: str) -> dict[str, Any]:
     }
 
 
-def _function_call_item(name: str, user_text: str) -> dict[str, Any]:
+def _function_call_item(name: str, arguments: dict[str, str]) -> dict[str, Any]:
     return {
         "id": f"fc_{uuid.uuid4().hex}",
         "type": "function_call",
         "status": "completed",
-        "arguments": msgspec.json.encode({"input": user_text}).decode("utf-8"),
+        "arguments": msgspec.json.encode(arguments).decode("utf-8"),
         "call_id": f"call_{uuid.uuid4().hex}",
         "name": name,
     }
@@ -169,13 +173,15 @@ def output_items(reply: Reply, items: list[dict[str, Any]]) -> list[dict[str, An
     text = reply.text
     if reply.deltas is not None:
         text = "".join(f"w{i} " for i in range(reply.deltas))
-    elif text is None and not reply.calls:
+    elif text is None and not reply.calls and reply.shell is None:
         text = _default_text(items)
     output = []
     if text is not None:
         output.append(_message_item(text, "incomplete" if reply.incomplete else "completed"))
     user_text = _last_user_text(items)
-    output.extend(_function_call_item(name, user_text) for name in reply.calls or ())
+    output.extend(_function_call_item(name, {"input": user_text}) for name in reply.calls or ())
+    if reply.shell is not None:
+        output.append(_function_call_item("exec_command", {"cmd": reply.shell}))
     return output
 
 
