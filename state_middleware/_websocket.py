@@ -31,10 +31,10 @@ import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
 from ._asgi import header
-from ._errors import ApiError, invalid_type
+from ._errors import ApiError, invalid_type, previous_not_found
 from ._ids import new_response_id
-from ._record import join_arrays
-from ._request import parse_turn_request
+from ._record import TurnRecord, chain_input, join_arrays
+from ._request import TurnRequest, parse_turn_request
 from ._settings import Settings
 from ._skeleton import response_skeleton
 from ._sse import SSEDecoder
@@ -239,7 +239,7 @@ class _Lane:
         request = parse_turn_request(_encoder.encode(body))
         previous = request.previous_response_id
         if not generate:
-            await self._warm_up(request.body, previous, request.input_items)
+            await self._warm_up(request)
             return
         turn = Turn(
             session.settings, session.http_scope, session.owner, request, recent=self.recent
@@ -252,35 +252,49 @@ class _Lane:
         elif previous is not None:
             self.recent.pop(previous, None)  # a failed continuation evicts its base
 
-    async def _warm_up(self, body: dict[str, Any], previous: str | None, items: bytes) -> None:
-        """``generate: false``: a response with no output that can be continued."""
-        if previous is not None and previous not in self.recent:
-            raise ApiError(
-                400,
-                f"Previous response with id '{previous}' not found.",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            )
-        history = self.recent.get(previous, b"[]") if previous is not None else b"[]"
+    async def _warm_up(self, request: TurnRequest) -> None:
+        """``generate: false``: a response with no output that can be continued (on this
+        connection; with ``store: true`` over HTTP too)."""
+        session = self.session
+        store, owner = session.settings.store, session.owner
+        previous = request.previous_response_id
+        history = b"[]"
+        if previous is not None:
+            found = self.recent.get(previous)
+            if found is None:
+                chain = await store.get_chain(owner, previous)
+                if chain is None:
+                    raise previous_not_found(previous)
+                found = chain_input(chain)
+            history = found
         response_id = new_response_id()
+        now = int(time.time())
         response = response_skeleton(
-            body,
+            request.body,
             response_id=response_id,
-            created_at=int(time.time()),
+            created_at=now,
             previous_response_id=previous,
-            store=bool(body.get("store", True)),
+            store=request.store,
         )
+        done = {**response, "status": "completed", "completed_at": now}
+        if request.store:
+            without_output = {key: value for key, value in done.items() if key != "output"}
+            record = TurnRecord(
+                id=response_id,
+                parent_id=previous,
+                created_at=now,
+                input_items=request.input_items,
+                output_items=b"[]",
+                response=_encoder.encode(without_output),
+            )
+            await store.put(owner, record)
         created = {"type": "response.created", "sequence_number": 0, "response": response}
-        completed = {
-            "type": "response.completed",
-            "sequence_number": 1,
-            "response": {**response, "status": "completed", "completed_at": int(time.time())},
-        }
+        completed = {"type": "response.completed", "sequence_number": 1, "response": done}
         for event in (created, completed):
             if self.stream_id is not None:
                 event["stream_id"] = self.stream_id
-            await self.session.send_text(_encoder.encode(event))
-        self.recent = {response_id: join_arrays([history, items])}
+            await session.send_text(_encoder.encode(event))
+        self.recent = {response_id: join_arrays([history, request.input_items])}
 
 
 class _Sink:

@@ -331,3 +331,30 @@ async def test_agents_websocket_model_chains_a_tool_loop_unstored(
         roles = [message["role"] for message in last["messages"]]
         assert roles == ["system", "user", "assistant", "tool"]
         assert last["messages"][-1]["content"] == "WORD(20)"
+
+
+@pytest.mark.anyio
+async def test_sdk_stored_warm_ups_continue_over_http_and_warm_ups_continue_stored_responses() -> (
+    None
+):
+    upstream = ScriptedResponsesApp()
+    async with sdk_client(upstream) as client:
+        first = await client.responses.create(model="scripted", input="stored over HTTP")
+        async with client.responses.connect() as connection:
+            warm = await turn(
+                connection,
+                input="warm up",
+                store=True,
+                previous_response_id=first.id,
+                generate=False,
+            )
+        assert [event.type for event in warm] == ["response.created", "response.completed"]
+        assert warm[-1].response.output == []
+        follow = await client.responses.create(
+            model="scripted", input="go on", previous_response_id=warm[-1].response.id
+        )
+    assert len(upstream.requests) == 2  # the warm-up never reached the app
+    assert [content_text(item.get("content")) for item in upstream.requests[-1].body["input"]][
+        :1
+    ] == ["stored over HTTP"]
+    assert follow.output_text == "[4 items] go on"
