@@ -287,6 +287,13 @@ def background() -> list[Row]:
     return bench_background.rows()
 
 
+def metrics() -> list[Row]:
+    """A turn without metrics, with them, and with the DEBUG line (``bench_metrics.py``)."""
+    import bench_metrics
+
+    return bench_metrics.rows()
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency", latency),
     ("stream", stream),
@@ -296,6 +303,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("redis", redis),
     ("conversations", conversations),
     ("background", background),
+    ("metrics", metrics),
 ]
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._identity import default_identity
 from ._memory import MemoryStore
+from ._metrics import Metrics, TurnStats
 from ._middleware import ResponsesStateMiddleware
 from ._record import TurnRecord
 from ._settings import BackgroundSettings
@@ -22,12 +23,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BackgroundSettings",
     "MemoryStore",
+    "Metrics",
     "RedisStore",
     "ResponsesStateMiddleware",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "TurnRecord",
+    "TurnStats",
     "__version__",
     "default_identity",
 ]

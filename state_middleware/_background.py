@@ -25,6 +25,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from ._asgi import send_api_error, send_json
 from ._errors import ApiError, store_failed
 from ._follow import follow_events
+from ._metrics import REFUSED, STORE_ERROR
 from ._recorder import Recorder, queued_events
 from ._settings import Settings
 from ._skeleton import response_skeleton
@@ -47,7 +48,14 @@ class BackgroundRuns:
         self.settings = settings
         self.tasks: set[asyncio.Task[None]] = set()
         self.recorders: dict[asyncio.Task[None], Recorder] = {}
+        #: turns executing now (the others of ``tasks`` wait for a slot, or are ending)
+        self.running = 0
         self._slots: asyncio.Semaphore | None = None
+
+    @property
+    def queued(self) -> int:
+        """Turns waiting for a slot."""
+        return len(self.tasks) - self.running
 
     async def serve(
         self,
@@ -61,6 +69,7 @@ class BackgroundRuns:
         settings = self.settings
         background = settings.background
         if len(self.tasks) >= background.running + background.queued:
+            turn.ended(REFUSED)
             await send_api_error(send, ApiError(429, TOO_MANY_MESSAGE, code="rate_limit_exceeded"))
             return
         try:
@@ -94,7 +103,7 @@ class BackgroundRuns:
                 turn.owner, turn.response_id, first, status="queued", lease=background.lease
             )
         except StoreError as exc:
-            await turn.abandon()
+            await turn.abandon(STORE_ERROR)
             await send_api_error(send, store_failed(exc.code))
             return
         task = asyncio.ensure_future(self._run(turn, recorder))
@@ -131,7 +140,11 @@ class BackgroundRuns:
                     await turn.abandon()
                 else:
                     recorder.running()
-                    await turn.execute(recorder.send, recorder.receive)
+                    self.running += 1
+                    try:
+                        await turn.execute(recorder.send, recorder.receive)
+                    finally:
+                        self.running -= 1
                 await recorder.close()
         except asyncio.CancelledError:
             await asyncio.shield(self._fail(turn, recorder, SHUTDOWN_MESSAGE))

@@ -38,7 +38,7 @@ async def serve_turn(
         return
     owner = settings.identity(scope) or ""
     if request.background:
-        turn = Turn(settings, scope, owner, request.for_background())
+        turn = Turn(settings, scope, owner, request.for_background(), door="background")
         await runs.serve(turn, request.stream, receive, send)
         return
     await Turn(settings, scope, owner, request).run(send, receive)

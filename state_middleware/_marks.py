@@ -19,6 +19,7 @@ import secrets
 from types import TracebackType
 
 from ._errors import ApiError
+from ._metrics import NO_METRICS, Metrics
 from ._store import Store, StoreError
 
 __all__ = ["CONVERSATION_LOCKED_MESSAGE", "ConversationLock", "PendingMark"]
@@ -76,13 +77,22 @@ class ConversationLock:
     ``conversation_locked``) when another turn holds it, ``StoreError`` when the store
     fails."""
 
-    __slots__ = ("conversation", "held", "lease", "owner", "store", "token")
+    __slots__ = ("conversation", "held", "lease", "metrics", "owner", "store", "token")
 
-    def __init__(self, store: Store, owner: str, conversation: str | None, *, lease: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        owner: str,
+        conversation: str | None,
+        *,
+        lease: float,
+        metrics: Metrics = NO_METRICS,
+    ) -> None:
         self.store = store
         self.owner = owner
         self.conversation = conversation
         self.lease = lease
+        self.metrics = metrics
         self.token = secrets.token_hex(16)
         self.held = False
 
@@ -95,9 +105,11 @@ class ConversationLock:
         another turn holds it, ``StoreError`` when the store fails."""
         if self.conversation is None:
             return
-        if not await self.store.lock_conversation(
+        acquired = await self.store.lock_conversation(
             self.owner, self.conversation, self.token, self.lease
-        ):
+        )
+        self.metrics.conversation_lock(acquired)
+        if not acquired:
             raise ApiError(
                 400,
                 CONVERSATION_LOCKED_MESSAGE,

@@ -145,6 +145,18 @@ class _Background(_Value):
             self.changed = asyncio.Event()
 
 
+class _Cache(TLRUCache[Key, _Value]):
+    """The cache, counting the entries it evicts to stay within its size (``popitem``
+    is called for nothing else; expired entries leave through ``expire``)."""
+
+    evictions = 0
+
+    def popitem(self) -> tuple[Key, _Value]:
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+
 def _size(value: _Value) -> int:
     return value.size
 
@@ -187,9 +199,7 @@ class MemoryStore:
         self.conversation_ttl = conversation_ttl
         self._timer = timer
         self._refresh_after = min(ttl, conversation_ttl) / 64
-        self._cache: TLRUCache[Key, _Value] = TLRUCache(
-            maxsize=max_bytes, ttu=_expires, timer=timer, getsizeof=_size
-        )
+        self._cache = _Cache(maxsize=max_bytes, ttu=_expires, timer=timer, getsizeof=_size)
         self._lock = threading.RLock()
         self._pending: dict[tuple[str, str], asyncio.Event] = {}
         self._locks: dict[tuple[str, str], tuple[str, float]] = {}
@@ -200,6 +210,12 @@ class MemoryStore:
         with self._lock:
             self._cache.expire()
             return int(self._cache.currsize)
+
+    @property
+    def evictions(self) -> int:
+        """Entries evicted so far to stay within ``max_bytes`` (expired ones not
+        counted)."""
+        return self._cache.evictions
 
     # -- turns ------------------------------------------------------------------------
     async def put(self, owner: str, record: TurnRecord, *, conversation: str | None = None) -> None:

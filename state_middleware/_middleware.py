@@ -22,6 +22,7 @@ from ._endpoints import delete_response, list_input_items
 from ._http_turn import serve_turn
 from ._identity import IdentityFunc, default_identity
 from ._memory import MemoryStore
+from ._metrics import NO_METRICS, Metrics, measured_store
 from ._settings import BackgroundSettings, Settings
 from ._store import Store
 from ._upstream import ResponsesUpstream, Upstream
@@ -44,6 +45,10 @@ class ResponsesStateMiddleware:
     Responses requests are translated to Chat Completions and the replies back
     (``system_role``, ``reasoning_field``, ``max_tokens_field`` and
     ``unsupported_tools`` tune the translation).
+
+    ``metrics`` (e.g. ``state_middleware.metrics.PrometheusMetrics()``) records turns,
+    store calls, waits, locks, background turns and WebSocket connections; without it
+    nothing is recorded and the store is called directly.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class ResponsesStateMiddleware:
         unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
         background: BackgroundSettings | None = None,
         websocket: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError("prefix must start with '/' and not end with it, or be ''")
@@ -91,9 +97,11 @@ class ResponsesStateMiddleware:
             )
             upstream = ResponsesUpstream()
         self.app = app
+        self._store = store if store is not None else MemoryStore()
+        self.metrics = metrics if metrics is not None else NO_METRICS
         self.settings = Settings(
             app=app,
-            store=store if store is not None else MemoryStore(),
+            store=measured_store(self._store, self.metrics),
             identity=identity or default_identity,
             prefix=prefix,
             max_body_bytes=max_body_bytes,
@@ -101,8 +109,12 @@ class ResponsesStateMiddleware:
             conversation_lease=_defaults.CONVERSATION_LEASE,
             upstream=upstream,
             background=background if background is not None else BackgroundSettings(),
+            metrics=self.metrics,
         )
         self.background = BackgroundRuns(self.settings)
+        self.metrics.watch_background(self.background)
+        if isinstance(self._store, MemoryStore):
+            self.metrics.watch_memory_store(self._store)
         self.websocket = websocket
         self._collection = prefix + "/responses"
         self._item_prefix = self._collection + "/"
@@ -110,7 +122,8 @@ class ResponsesStateMiddleware:
 
     @property
     def store(self) -> Store:
-        return self.settings.store
+        """The store given (or made), never wrapped."""
+        return self._store
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -120,7 +133,11 @@ class ResponsesStateMiddleware:
             return
         if scope["type"] == "websocket" and route_path(scope) == self._collection:
             if self.websocket:
-                await WebSocketSession(self.settings, scope, receive, send).run()
+                self.metrics.websocket_connection(1)
+                try:
+                    await WebSocketSession(self.settings, scope, receive, send).run()
+                finally:
+                    self.metrics.websocket_connection(-1)
             else:
                 await refuse_websocket(scope, send)
             return

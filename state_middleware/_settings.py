@@ -8,6 +8,7 @@ from asgiref.typing import ASGI3Application
 
 from . import _defaults
 from ._identity import IdentityFunc
+from ._metrics import NO_METRICS, Metrics
 from ._store import Store
 from ._upstream import Upstream
 
@@ -53,3 +54,5 @@ class Settings:
     #: how turns call the app (Responses itself, or the chat bridge)
     upstream: Upstream
     background: BackgroundSettings = BackgroundSettings()
+    #: what the pipeline reports to (hooks that do nothing unless metrics were given)
+    metrics: Metrics = NO_METRICS

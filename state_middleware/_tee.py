@@ -69,6 +69,7 @@ class ReplyTee:
         self.wants_stream = wants_stream
         self.watch_client = watch_client  # starts watching for a disconnect
         self.client_gone = False
+        self.replied = False  # the last body of the reply went out
         self.mode = _Mode.PASS
         self.settled = False  # a terminal event went by
         self.held_start: Any = None
@@ -82,6 +83,8 @@ class ReplyTee:
         except Exception:
             self.client_gone = True
             raise
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.replied = True
 
     def __call__(self, message: Any) -> Awaitable[None]:
         if self.mode is _Mode.SSE and message.get("more_body", False):

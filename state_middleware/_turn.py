@@ -14,6 +14,8 @@ Everything between is the same for every front door: item references expanded, t
 conversation lock and the pending mark (:mod:`._marks`), the history (a chain or a
 conversation), the app call through an :class:`~._upstream.Upstream`, the
 accumulation and stamping (:mod:`._accumulator`), the tee (:mod:`._tee`) and the store.
+Each turn is reported once when it ends, whatever its outcome (:mod:`._metrics`: the
+metrics hooks, and a DEBUG line).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 
 import msgspec
@@ -38,6 +41,16 @@ from ._errors import (
 from ._ids import new_response_id
 from ._items import normalized_item, reference_id, with_id
 from ._marks import ConversationLock, PendingMark
+from ._metrics import (
+    CANCELLED,
+    FAILED,
+    NOT_STORED,
+    STORE_ERROR,
+    STORED,
+    TurnStats,
+    outcome_of_refusal,
+    report_turn,
+)
 from ._record import chain_input, join_arrays
 from ._request import TurnRequest
 from ._settings import Settings
@@ -61,8 +74,12 @@ class Turn:
         request: TurnRequest,
         *,
         recent: Mapping[str, bytes] | None = None,
+        door: str = "http",
     ) -> None:
         self.settings = settings
+        #: sizes and timings, reported once when the turn ends (``door``: the front
+        #: door that runs it, a label of the turn metrics)
+        self.stats = TurnStats(door, settings.upstream.name)
         #: histories a front door keeps itself (a WebSocket connection's latest
         #: response), by response id: looked at before the store
         self.recent = recent
@@ -83,7 +100,11 @@ class Turn:
             active=request.store and request.stream,
         )
         self.lock = ConversationLock(
-            settings.store, owner, request.conversation, lease=settings.conversation_lease
+            settings.store,
+            owner,
+            request.conversation,
+            lease=settings.conversation_lease,
+            metrics=settings.metrics,
         )
 
     async def run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
@@ -109,7 +130,7 @@ class Turn:
         try:
             await self.lock.acquire()
             request = self.request = await self._expand_references(self.request)
-            history = await self._load_history(request)
+            history = self.stats.history = await self._load_history(request)
             self.accumulator = TurnAccumulator(
                 response_id=self.response_id,
                 parent_id=request.previous_response_id,
@@ -133,12 +154,24 @@ class Turn:
             if isinstance(exc, StoreError):
                 logger.warning("store failed preparing %s: %s", self.response_id, exc)
             await self.lock.end()
+            self.ended(outcome_of_refusal(exc))
             raise
+        self.stats.prepared = perf_counter()
 
-    async def abandon(self) -> None:
+    async def abandon(self, outcome: str = CANCELLED) -> None:
         """Let go of what :meth:`prepare` took, for a turn that will not execute."""
         await self.mark.end()
         await self.lock.end()
+        self.ended(outcome)
+
+    def ended(self, outcome: str) -> None:
+        """Report the turn (once: the first outcome given stands) to the metrics and,
+        at DEBUG, in its log line."""
+        stats = self.stats
+        if stats.outcome:
+            return
+        stats.outcome = outcome
+        report_turn(self.settings.metrics, stats, self.response_id, self.owner)
 
     async def execute(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
         """Call the app and tee its reply to ``sink``; ``receive`` gives the caller's
@@ -163,6 +196,10 @@ class Turn:
             caller.close()
             await self.mark.end()
             await self.lock.end()
+            # Not stored (a stored turn was reported already): cancelled when the caller
+            # left before the reply ended, else failed.
+            gone = tee.client_gone and not tee.replied and tee.turn.failure is None
+            self.ended(CANCELLED if gone else FAILED)
 
     async def _expand_references(self, request: TurnRequest) -> TurnRequest:
         """Input items that only name a stored item (``item_reference``) replaced by it."""
@@ -198,8 +235,11 @@ class Turn:
         if self.recent is not None and previous in self.recent:
             return self.recent[previous]
         chain = await store.get_chain(owner, previous)
-        if chain is None and await store.wait(owner, previous, self.settings.pending_timeout):
-            chain = await store.get_chain(owner, previous)
+        if chain is None:
+            waited = perf_counter()
+            if await store.wait(owner, previous, self.settings.pending_timeout):
+                self.settings.metrics.pending_wait(perf_counter() - waited)
+                chain = await store.get_chain(owner, previous)
         if chain is None:
             raise previous_not_found(previous)
         return chain_input(chain)
@@ -219,19 +259,24 @@ class Turn:
         request = self.request
         if not request.store:
             await self.lock.end()  # the next turn on the conversation may start
+            self.ended(NOT_STORED)
             return
         assert self.tee is not None
         assert self.context is not None
         record = self.tee.turn.record()
+        started = perf_counter()
         try:
             await self.settings.store.put(self.owner, record, conversation=request.conversation)
         except StoreError as exc:
             logger.error("response %s was not stored: %s", record.id, exc)
+            self.stats.store_seconds = perf_counter() - started
+            self.ended(STORE_ERROR)
             raise
+        self.stats.store_seconds = perf_counter() - started
         # Whoever waits on this turn may go now: before the client has the terminal event.
         await self.mark.end()
         await self.lock.end()
-        logger.debug("stored response %s (parent %s)", record.id, record.parent_id)
+        self.ended(STORED)
         await self.settings.upstream.stored(self.context, record)
 
     def _app_scope(self, body: bytes, route: str | None) -> Any:

@@ -41,6 +41,8 @@ class TurnContext:
 class Upstream(Protocol):
     """One way of calling the app for a turn."""
 
+    #: the API the app speaks (``responses``, ``chat``): a label of the turn metrics
+    name: str
     #: the route path the app is called on; ``None`` keeps the request's own path
     route: str | None
 
@@ -63,6 +65,7 @@ class ResponsesUpstream:
     """An app that speaks the Responses API: it gets the history as ``input`` and
     its reply is teed as it is."""
 
+    name = "responses"
     route: str | None = None
 
     async def request_body(self, turn: TurnContext) -> bytes:

@@ -242,7 +242,12 @@ class _Lane:
             await self._warm_up(request)
             return
         turn = Turn(
-            session.settings, session.http_scope, session.owner, request, recent=self.recent
+            session.settings,
+            session.http_scope,
+            session.owner,
+            request,
+            recent=self.recent,
+            door="websocket",
         )
         sink = _Sink(session, self.stream_id)
         await turn.run(sink.send, session.caller)

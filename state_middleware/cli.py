@@ -1,8 +1,9 @@
 """The ``state-middleware`` command: ``state-middleware serve --upstream URL [options]``.
 
 Also ``python -m state_middleware serve ...``. ``serve`` needs uvicorn, httpx and anyio
-(``pip install "state-middleware[serve]"``); ``--redis-url`` needs the ``redis`` extra.
-They are imported when ``serve`` runs, so ``--help`` and ``--version`` need neither.
+(``pip install "state-middleware[serve]"``); ``--redis-url`` needs the ``redis`` extra,
+``--metrics`` and ``--metrics-port`` the ``metrics`` extra. They are imported when
+``serve`` runs, so ``--help`` and ``--version`` need none of them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__, _defaults
+from ._metrics import Metrics
 from ._store import Store
 
 __all__ = ["MISSING_EXTRA_MESSAGE", "build_parser", "main"]
@@ -115,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level of the server",
     )
     listen.add_argument("--access-log", action="store_true", help="log every request")
+    listen.add_argument(
+        "--metrics",
+        metavar="PATH",
+        help="serve Prometheus metrics at GET PATH of this server, e.g. /metrics "
+        "(needs the metrics extra)",
+    )
+    listen.add_argument(
+        "--metrics-port",
+        type=_positive_int,
+        metavar="N",
+        help="serve Prometheus metrics on port N of --host, apart from the API "
+        "(needs the metrics extra)",
+    )
     state = serve.add_argument_group("stored responses")
     state.add_argument(
         "--redis-url",
@@ -185,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser: argparse.ArgumentParser = args.parser
     if args.redis_url and args.max_bytes is not None:
         parser.error("--max-bytes applies to the in-memory store, not with --redis-url")
+    if args.metrics is not None and not args.metrics.startswith("/"):
+        parser.error("--metrics must be a path starting with '/', e.g. /metrics")
     try:
         import uvicorn
 
@@ -193,7 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(MISSING_EXTRA_MESSAGE, file=sys.stderr)
         return 1
     try:
-        app = create_app(
+        metrics = _metrics(args)
+    except ImportError as exc:  # --metrics without prometheus_client
+        print(str(exc), file=sys.stderr)
+        return 1
+    try:
+        app: Any = create_app(
             upstream=args.upstream,
             upstream_api=args.upstream_api,
             store=_store(args),
@@ -206,12 +228,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             reasoning_field=args.reasoning_field,
             max_tokens_field=args.max_tokens_field,
             unsupported_tools=args.unsupported_tools,
+            metrics=metrics,
         )
     except ImportError as exc:  # --redis-url without the redis client
         print(str(exc), file=sys.stderr)
         return 1
     except ValueError as exc:
         parser.error(str(exc))
+    if args.metrics is not None:
+        from .metrics import MetricsEndpoint
+
+        app = MetricsEndpoint(app, args.metrics)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.host)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -236,6 +267,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     uvicorn.Server(config).run()
     return 0
+
+
+def _metrics(args: argparse.Namespace) -> Metrics | None:
+    """Metrics in prometheus_client's global registry (with its process and platform
+    collectors) when they are to be served."""
+    if args.metrics is None and args.metrics_port is None:
+        return None
+    from .metrics import PrometheusMetrics
+
+    return PrometheusMetrics()
 
 
 def _store(args: argparse.Namespace) -> Store:

@@ -22,6 +22,7 @@ from typing import Literal, cast
 from . import _defaults
 from ._forward import ForwardingApp
 from ._identity import IdentityFunc
+from ._metrics import Metrics
 from ._middleware import ResponsesStateMiddleware
 from ._settings import BackgroundSettings
 from ._store import Store
@@ -56,6 +57,7 @@ def create_app(
     unsupported_tools: Literal["reject", "drop"] = _defaults.UNSUPPORTED_TOOLS,
     background: BackgroundSettings | None = None,
     websocket: bool = True,
+    metrics: Metrics | None = None,
 ) -> ResponsesStateMiddleware:
     """The proxy as an ASGI app: the middleware wrapping a ``ForwardingApp``.
 
@@ -99,4 +101,5 @@ def create_app(
         unsupported_tools=unsupported_tools,
         background=background,
         websocket=websocket,
+        metrics=metrics,
     )

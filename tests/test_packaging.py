@@ -19,7 +19,11 @@ import pytest
 
 import state_middleware
 from state_middleware import ResponsesStateMiddleware, _defaults
-from state_middleware._extras import MISSING_PROXY_MESSAGE, MISSING_TESTING_MESSAGE
+from state_middleware._extras import (
+    MISSING_METRICS_MESSAGE,
+    MISSING_PROXY_MESSAGE,
+    MISSING_TESTING_MESSAGE,
+)
 from state_middleware._redis import MISSING_EXTRA_MESSAGE as MISSING_REDIS_MESSAGE
 from state_middleware.cli import MISSING_EXTRA_MESSAGE as MISSING_SERVE_MESSAGE
 
@@ -29,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE_DEPENDENCIES = {"asgiref", "msgspec", "cachetools"}
 #: asgiref needs typing_extensions below Python 3.11
 ALLOWED_IMPORTS = {"state_middleware", *CORE_DEPENDENCIES, "typing_extensions"}
-EXTRAS_MODULES = ("httpx", "httpcore", "anyio", "redis", "valkey", "uvicorn")
+EXTRAS_MODULES = ("httpx", "httpcore", "anyio", "redis", "valkey", "uvicorn", "prometheus_client")
 
 #: imports the package and its scripted apps; prints every top-level module that brought
 #: in beyond the standard library and what was loaded before
@@ -124,6 +128,7 @@ print(json.dumps({
     "proxy": failure(lambda: importlib.import_module("state_middleware.proxy")),
     "redis": failure(lambda: state_middleware.RedisStore.from_url("redis://127.0.0.1:9/0")),
     "testing": failure(lambda: state_middleware.testing.StreamingASGITransport),
+    "metrics": failure(lambda: importlib.import_module("state_middleware.metrics")),
     "serve": serve(),
     "version": version(),
 }))
@@ -166,6 +171,7 @@ def test_the_middleware_chains_turns_without_any_extra(without_extras: dict[str,
         ("proxy", MISSING_PROXY_MESSAGE),
         ("redis", MISSING_REDIS_MESSAGE),
         ("testing", MISSING_TESTING_MESSAGE),
+        ("metrics", MISSING_METRICS_MESSAGE),
     ],
 )
 def test_a_part_used_without_its_extra_names_the_extra(
@@ -215,7 +221,7 @@ def test_the_core_install_needs_only_the_core_dependencies() -> None:
     names = {requirement.partition(">")[0] for requirement in project["dependencies"]}
     assert names == CORE_DEPENDENCIES
     extras = project["optional-dependencies"]
-    assert {"proxy", "serve", "redis", "testing", "test", "dev"} <= set(extras)
+    assert {"proxy", "serve", "redis", "testing", "metrics", "test", "dev"} <= set(extras)
 
 
 def test_only_the_middleware_module_imports_the_bridge() -> None:

@@ -832,6 +832,8 @@ SERVE_OPTIONS = (
     "--prefix",
     "--log-level",
     "--access-log",
+    "--metrics",
+    "--metrics-port",
     "--redis-url",
     "--ttl",
     "--max-bytes",

@@ -29,6 +29,8 @@ class ChatUpstream:
     the reasoning of tool calls by call id (store notes), for clients that resend the
     history without their reasoning items."""
 
+    name = "chat"
+
     def __init__(self, options: BridgeOptions, prefix: str) -> None:
         self.options = options
         self.route: str | None = prefix + "/chat/completions"
