@@ -34,7 +34,7 @@ from ._asgi import header
 from ._errors import ApiError, invalid_type
 from ._ids import new_response_id
 from ._record import join_arrays
-from ._request import parse_turn_request
+from ._request import decode_object, parse_turn_request
 from ._settings import Settings
 from ._skeleton import response_skeleton
 from ._sse import SSEDecoder
@@ -121,19 +121,9 @@ class WebSocketSession:
     # -- frames in -------------------------------------------------------------------------
     async def _dispatch(self, data: bytes) -> None:
         try:
-            frame = _decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            error = ApiError(
-                400,
-                f"We could not parse the JSON body of your request. ({exc})",
-                code="invalid_json",
-            )
-            await self.send_error(error, None)
-            return
-        if not isinstance(frame, dict):
-            await self.send_error(
-                ApiError(400, "The message must be a JSON object.", code="invalid_json"), None
-            )
+            frame = decode_object(data)  # the errors a POST body gets
+        except ApiError as exc:
+            await self.send_error(exc, None)
             return
         stream_id = frame.get("stream_id")
         if stream_id is not None and (
