@@ -194,6 +194,9 @@ class _Lane:
         #: the most recent response of this lane: its id, and the history a turn
         #: continuing it gets
         self.recent: dict[str, bytes] = {}
+        #: whether the store holds it too: a turn continuing it then loads it from
+        #: there, as over HTTP (and, stored, gets it as its parent)
+        self.recent_stored = False
 
     def push(self, frame: dict[str, Any]) -> None:
         self.queue.put_nowait(frame)
@@ -232,13 +235,18 @@ class _Lane:
             await self._warm_up(request.body, previous, request.input_items)
             return
         turn = Turn(
-            session.settings, session.http_scope, session.owner, request, recent=self.recent
+            session.settings,
+            session.http_scope,
+            session.owner,
+            request,
+            recent={} if self.recent_stored else self.recent,
         )
         sink = _Sink(session, self.stream_id)
         await turn.run(sink.send, session.caller)
         continued = turn.continued_history()
         if continued is not None:
             self.recent = {turn.response_id: continued}
+            self.recent_stored = request.store
         elif previous is not None:
             self.recent.pop(previous, None)  # a failed continuation evicts its base
 
@@ -271,6 +279,7 @@ class _Lane:
                 event["stream_id"] = self.stream_id
             await self.session.send_text(_encoder.encode(event))
         self.recent = {response_id: join_arrays([history, items])}
+        self.recent_stored = False
 
 
 class _Sink:
