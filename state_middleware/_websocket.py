@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
-from ._asgi import header
+from ._asgi import header, with_content_length
 from ._errors import ApiError, invalid_type
 from ._ids import new_response_id
 from ._record import join_arrays
@@ -234,9 +234,11 @@ class _Lane:
         if not generate:
             await self._warm_up(request.body, previous, request.input_items)
             return
+        # the app sees a POST of this body (a proxy forwards as much as it declares)
+        headers = with_content_length(session.http_scope["headers"], len(request.raw))
         turn = Turn(
             session.settings,
-            session.http_scope,
+            {**session.http_scope, "headers": headers},
             session.owner,
             request,
             recent={} if self.recent_stored else self.recent,

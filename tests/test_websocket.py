@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
@@ -26,11 +26,10 @@ from state_middleware.testing._common import read_body
 
 from ._servers import serve
 from ._sync import HANG_GUARD, Gate, soon
+from ._ws import ROUTE, create, next_frame, read_turn, refusal, text_of, turn, ws_url
 
 pytestmark = pytest.mark.anyio
 
-ROUTE = "/v1/responses"
-TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 #: keys whose values differ between two runs of the same turn
 _VOLATILE = {"id", "item_id", "response_id", "call_id", "created_at", "completed_at"}
 
@@ -47,50 +46,6 @@ def served(upstream: Any, mode: Any = "responses", **options: Any) -> Iterator[s
     """The middleware in front of ``upstream``, under uvicorn; yields the base URL."""
     with serve(ResponsesStateMiddleware(upstream, upstream_api=mode, **options)) as base:
         yield base
-
-
-def ws_url(base: str, path: str = ROUTE) -> str:
-    return "ws" + base.removeprefix("http") + path
-
-
-def create(**fields: Any) -> str:
-    """A ``response.create`` frame (model ``m`` unless given)."""
-    return json.dumps({"type": "response.create", "model": "m", **fields})
-
-
-async def next_frame(ws: ClientConnection) -> dict[str, Any]:
-    message = await soon(ws.recv(), "a frame from the server")
-    assert isinstance(message, str), "events come as text frames"
-    frame: dict[str, Any] = json.loads(message)  # so never a "[DONE]"
-    return frame
-
-
-async def read_turn(ws: ClientConnection) -> list[dict[str, Any]]:
-    """The frames of one turn: through its terminal event, or one refusing ``error``."""
-    frames = [await next_frame(ws)]
-    while frames[-1]["type"] not in TERMINAL and frames != [{**frames[0], "type": "error"}]:
-        frames.append(await next_frame(ws))
-    return frames
-
-
-async def turn(ws: ClientConnection, **fields: Any) -> list[dict[str, Any]]:
-    """Send a ``response.create`` and read its turn."""
-    await ws.send(create(**fields))
-    return await read_turn(ws)
-
-
-def text_of(response: dict[str, Any]) -> str:
-    """The assistant text of a response object."""
-    output = response["output"]
-    return "".join(
-        part["text"] for item in output if item["type"] == "message" for part in item["content"]
-    )
-
-
-def refusal(frames: list[dict[str, Any]]) -> dict[str, Any]:
-    """The one ``error`` frame a refused turn gets."""
-    assert [frame["type"] for frame in frames] == ["error"], frames
-    return frames[0]
 
 
 def normalised(value: Any) -> Any:
@@ -222,6 +177,26 @@ async def test_named_lanes_run_side_by_side_each_event_carrying_its_stream_id() 
     assert lane_b_error["error"]["code"] == "previous_response_not_found"
     assert text_of(lane_a[-1]["response"]) == "[1 items] slow"
     assert {frame["stream_id"] for frame in lane_a} == {"lane-a"}
+
+
+async def test_the_app_gets_an_ordinary_post_with_an_exact_content_length() -> None:
+    upstream = ScriptedResponsesApp()
+    credentials = {"Authorization": "Bearer A", "OpenAI-Beta": "responses_websockets=2026-02-06"}
+    with served(upstream) as base:
+        async with connect(ws_url(base), additional_headers=credentials) as ws:
+            first = await turn(ws, input="hello", store=False)
+            await turn(
+                ws, input="again", store=False, previous_response_id=first[-1]["response"]["id"]
+            )
+
+    for request in upstream.requests:  # a new chain's turn, and one with its history
+        assert (request.method, request.path) == ("POST", ROUTE)
+        assert request.headers["content-length"] == str(len(request.raw_body))
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["authorization"] == "Bearer A"
+        assert request.headers["openai-beta"] == "responses_websockets=2026-02-06"
+        assert not {"upgrade", "sec-websocket-key", "sec-websocket-version"} & set(request.headers)
+        assert request.body["stream"] is True
 
 
 # -- connection-local state -------------------------------------------------------------
