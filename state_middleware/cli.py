@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level of the server",
     )
     listen.add_argument("--access-log", action="store_true", help="log every request")
+    listen.add_argument(
+        "--no-websocket",
+        action="store_true",
+        help="refuse WebSocket mode on PREFIX/responses (the handshake is answered with "
+        "426, and clients such as Codex use HTTP)",
+    )
     state = serve.add_argument_group("stored responses")
     state.add_argument(
         "--redis-url",
@@ -206,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reasoning_field=args.reasoning_field,
             max_tokens_field=args.max_tokens_field,
             unsupported_tools=args.unsupported_tools,
+            websocket=not args.no_websocket,
         )
     except ImportError as exc:  # --redis-url without the redis client
         print(str(exc), file=sys.stderr)
