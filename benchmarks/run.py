@@ -10,7 +10,9 @@ Prints one markdown table. Sections:
 * ``replay``   in process, the middleware's own work to replay a 50-turn chain
   (parse, ``get_chain``, rewrite) minus the same for a request without history (<= 1 ms);
 * ``storage``  ``MemoryStore.size`` over the JSON bytes of the chain's items, for 10-,
-  100- and 1000-turn chains (<= 1.5).
+  100- and 1000-turn chains (<= 1.5);
+* ``websocket`` WebSocket mode against HTTP: request bytes per turn of a Codex-like
+  session, per-turn latency (``bench_websocket.py``).
 
 The HTTP sections run each app in its own uvicorn subprocess (the client stays in this
 process, with one kept-alive connection per server) and interleave bare and wrapped
@@ -294,6 +296,14 @@ def metrics() -> list[Row]:
     return bench_metrics.rows()
 
 
+def websocket() -> list[Row]:
+    """WebSocket mode against HTTP: request bytes of a Codex-like session, per-turn
+    latency (``bench_websocket.py``)."""
+    import bench_websocket
+
+    return bench_websocket.rows()
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency", latency),
     ("stream", stream),
@@ -304,6 +314,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("conversations", conversations),
     ("background", background),
     ("metrics", metrics),
+    ("websocket", websocket),
 ]
 
 

@@ -80,9 +80,12 @@ class Turn:
         #: sizes and timings, reported once when the turn ends (``door``: the front
         #: door that runs it, a label of the turn metrics)
         self.stats = TurnStats(door, settings.upstream.name)
-        #: histories a front door keeps itself (a WebSocket connection's latest
-        #: response), by response id: looked at before the store
+        #: histories a front door keeps itself of responses no store holds (a
+        #: WebSocket lane's latest), by response id: looked at before the store
         self.recent = recent
+        #: whether this turn continues one of those: stored, it then keeps that
+        #: history as its own input, with no parent
+        self.detached = False
         self.scope = scope  # the HTTP scope the app is called with
         self.owner = owner
         self.request = request
@@ -233,6 +236,7 @@ class Turn:
         if previous is None:
             return None
         if self.recent is not None and previous in self.recent:
+            self.detached = True
             return self.recent[previous]
         chain = await store.get_chain(owner, previous)
         if chain is None:
@@ -264,6 +268,9 @@ class Turn:
         assert self.tee is not None
         assert self.context is not None
         record = self.tee.turn.record()
+        if self.detached:  # its parent is in no store: the chain starts here
+            history = join_arrays([self.context.history or b"[]", record.input_items])
+            record = msgspec.structs.replace(record, parent_id=None, input_items=history)
         started = perf_counter()
         try:
             await self.settings.store.put(self.owner, record, conversation=request.conversation)

@@ -30,11 +30,11 @@ from typing import Any
 import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
-from ._asgi import header
+from ._asgi import header, with_content_length
 from ._errors import ApiError, invalid_type, previous_not_found
 from ._ids import new_response_id
 from ._record import TurnRecord, chain_input, join_arrays
-from ._request import TurnRequest, parse_turn_request
+from ._request import TurnRequest, decode_object, parse_turn_request
 from ._settings import Settings
 from ._skeleton import response_skeleton
 from ._sse import SSEDecoder
@@ -121,19 +121,9 @@ class WebSocketSession:
     # -- frames in -------------------------------------------------------------------------
     async def _dispatch(self, data: bytes) -> None:
         try:
-            frame = _decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            error = ApiError(
-                400,
-                f"We could not parse the JSON body of your request. ({exc})",
-                code="invalid_json",
-            )
-            await self.send_error(error, None)
-            return
-        if not isinstance(frame, dict):
-            await self.send_error(
-                ApiError(400, "The message must be a JSON object.", code="invalid_json"), None
-            )
+            frame = decode_object(data)  # the errors a POST body gets
+        except ApiError as exc:
+            await self.send_error(exc, None)
             return
         stream_id = frame.get("stream_id")
         if stream_id is not None and (
@@ -204,6 +194,9 @@ class _Lane:
         #: the most recent response of this lane: its id, and the history a turn
         #: continuing it gets
         self.recent: dict[str, bytes] = {}
+        #: whether the store holds it too: a turn continuing it then loads it from
+        #: there, as over HTTP (and, stored, gets it as its parent)
+        self.recent_stored = False
 
     def push(self, frame: dict[str, Any]) -> None:
         self.queue.put_nowait(frame)
@@ -241,12 +234,14 @@ class _Lane:
         if not generate:
             await self._warm_up(request)
             return
+        # the app sees a POST of this body (a proxy forwards as much as it declares)
+        headers = with_content_length(session.http_scope["headers"], len(request.raw))
         turn = Turn(
             session.settings,
-            session.http_scope,
+            {**session.http_scope, "headers": headers},
             session.owner,
             request,
-            recent=self.recent,
+            recent={} if self.recent_stored else self.recent,
             door="websocket",
         )
         sink = _Sink(session, self.stream_id)
@@ -254,6 +249,7 @@ class _Lane:
         continued = turn.continued_history()
         if continued is not None:
             self.recent = {turn.response_id: continued}
+            self.recent_stored = request.store
         elif previous is not None:
             self.recent.pop(previous, None)  # a failed continuation evicts its base
 
@@ -264,8 +260,10 @@ class _Lane:
         store, owner = session.settings.store, session.owner
         previous = request.previous_response_id
         history = b"[]"
+        detached = False  # continuing a response no store holds
         if previous is not None:
-            found = self.recent.get(previous)
+            found = None if self.recent_stored else self.recent.get(previous)
+            detached = found is not None
             if found is None:
                 chain = await store.get_chain(owner, previous)
                 if chain is None:
@@ -284,11 +282,15 @@ class _Lane:
         done = {**response, "status": "completed", "completed_at": now}
         if request.store:
             without_output = {key: value for key, value in done.items() if key != "output"}
+            # Continuing a response no store holds, it keeps that history as its own
+            # input, with no parent (as a stored turn does: see Turn.detached).
             record = TurnRecord(
                 id=response_id,
-                parent_id=previous,
+                parent_id=None if detached else previous,
                 created_at=now,
-                input_items=request.input_items,
+                input_items=(
+                    join_arrays([history, request.input_items]) if detached else request.input_items
+                ),
                 output_items=b"[]",
                 response=_encoder.encode(without_output),
             )
@@ -300,6 +302,7 @@ class _Lane:
                 event["stream_id"] = self.stream_id
             await session.send_text(_encoder.encode(event))
         self.recent = {response_id: join_arrays([history, request.input_items])}
+        self.recent_stored = request.store
 
 
 class _Sink:

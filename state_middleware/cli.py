@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on port N of --host, apart from the API "
         "(needs the metrics extra)",
     )
+    listen.add_argument(
+        "--no-websocket",
+        action="store_true",
+        help="refuse WebSocket mode on PREFIX/responses (the handshake is answered with "
+        "426, and clients such as Codex use HTTP)",
+    )
     state = serve.add_argument_group("stored responses")
     state.add_argument(
         "--redis-url",
@@ -229,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_tokens_field=args.max_tokens_field,
             unsupported_tools=args.unsupported_tools,
             metrics=metrics,
+            websocket=not args.no_websocket,
         )
     except ImportError as exc:  # --redis-url without the redis client
         print(str(exc), file=sys.stderr)

@@ -25,6 +25,8 @@ import httpx
 import msgspec
 import openai
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from state_middleware import cli
 from state_middleware._forward import UNREACHABLE_MESSAGE
@@ -33,6 +35,7 @@ from state_middleware.testing import ScriptedResponsesApp, StreamingASGITranspor
 
 from ._redis import RedisServer
 from ._servers import free_port, listening, serve, wait_until_serving
+from ._ws import text_of, turn, ws_url
 
 pytestmark = pytest.mark.slow
 
@@ -166,6 +169,31 @@ def test_stored_responses_are_retrieved_and_deleted_through_the_proxy(proxy: Pro
         client.responses.delete(created.id)
         with pytest.raises(openai.NotFoundError):
             client.responses.retrieve(created.id)
+
+
+@pytest.mark.anyio
+async def test_websocket_mode_is_served_and_chains_store_false_turns(proxy: Process) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with connect(ws_url(proxy.url), additional_headers=headers) as ws:
+        first = await turn(ws, input="hello", store=False)
+        first_id = first[-1]["response"]["id"]
+        second = await turn(ws, input="again", store=False, previous_response_id=first_id)
+    assert text_of(first[-1]["response"]) == "[1 items] hello"
+    assert text_of(second[-1]["response"]) == "[3 items] again"
+
+
+@pytest.mark.anyio
+async def test_no_websocket_refuses_the_handshake_with_426(
+    upstream: Process, log_dir: Path
+) -> None:
+    with running(start_proxy(upstream.url + "/v1", log_dir, "--no-websocket")) as refusing:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(refusing.url)):
+                pass  # pragma: no cover - the handshake fails
+        with sdk(refusing.url) as client:  # HTTP is served as ever
+            answered = client.responses.create(model="m", input="hello")
+    assert refused.value.response.status_code == 426
+    assert answered.output_text == "[1 items] hello"
 
 
 def test_chat_mode_translates_and_chains(chat_proxy: Process) -> None:
@@ -834,6 +862,7 @@ SERVE_OPTIONS = (
     "--access-log",
     "--metrics",
     "--metrics-port",
+    "--no-websocket",
     "--redis-url",
     "--ttl",
     "--max-bytes",
