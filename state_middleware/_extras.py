@@ -5,7 +5,7 @@ the no-op ``Metrics``) needs only asgiref, msgspec and cachetools. A module that
 imports it at the top and, when that fails, raises ``ModuleNotFoundError`` with its message
 from here (this module imports nothing, so the message is there even when the import is
 not). The redis and serve messages live with the code that raises them:
-``_redis.MISSING_EXTRA_MESSAGE`` and ``cli.MISSING_EXTRA_MESSAGE``.
+``_stores.redis_client.MISSING_EXTRA_MESSAGE`` and ``cli.MISSING_EXTRA_MESSAGE``.
 """
 
 from __future__ import annotations

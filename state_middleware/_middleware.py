@@ -21,10 +21,10 @@ from ._conversations import serve_conversations
 from ._endpoints import delete_response, list_input_items
 from ._http_turn import serve_turn
 from ._identity import IdentityFunc, default_identity
-from ._memory import MemoryStore
 from ._metrics import NO_METRICS, Metrics, measured_store
 from ._settings import BackgroundSettings, Settings
 from ._store import Store
+from ._stores.memory import MemoryStore
 from ._upstream import ResponsesUpstream, Upstream
 from ._websocket import WebSocketSession, refuse_websocket
 

@@ -288,12 +288,12 @@ def _metrics(args: argparse.Namespace) -> Metrics | None:
 
 def _store(args: argparse.Namespace) -> Store:
     if args.redis_url:
-        from ._redis import RedisStore
+        from ._stores.redis import RedisStore
 
         if args.ttl is None:
             return RedisStore.from_url(args.redis_url)
         return RedisStore.from_url(args.redis_url, ttl=args.ttl)
-    from ._memory import MemoryStore
+    from ._stores.memory import MemoryStore
 
     options: dict[str, Any] = {}
     if args.ttl is not None:

@@ -78,7 +78,7 @@ def create_app(
     if api not in ("responses", "chat"):
         raise ValueError(f"upstream_api must be 'responses' or 'chat', got {api!r}")
     if store is None and os.environ.get(REDIS_URL_ENV):
-        from ._redis import RedisStore
+        from ._stores.redis import RedisStore
 
         store = RedisStore.from_url(os.environ[REDIS_URL_ENV])
     forward = ForwardingApp(

@@ -24,7 +24,7 @@ from state_middleware._extras import (
     MISSING_PROXY_MESSAGE,
     MISSING_TESTING_MESSAGE,
 )
-from state_middleware._redis import MISSING_EXTRA_MESSAGE as MISSING_REDIS_MESSAGE
+from state_middleware._stores.redis_client import MISSING_EXTRA_MESSAGE as MISSING_REDIS_MESSAGE
 from state_middleware.cli import MISSING_EXTRA_MESSAGE as MISSING_SERVE_MESSAGE
 
 pytestmark = pytest.mark.slow

@@ -24,8 +24,8 @@ import valkey.asyncio
 import state_middleware
 from state_middleware import RedisStore, Store, StoreUnavailable, TurnRecord
 from state_middleware._record import ConversationRecord, record_item_ids
-from state_middleware._redis import MISSING_EXTRA_MESSAGE
 from state_middleware._store import ItemsMissing
+from state_middleware._stores.redis_client import MISSING_EXTRA_MESSAGE
 
 from ._redis import RedisServer, flush
 from ._sync import soon
@@ -744,9 +744,9 @@ def test_the_package_imports_without_redis_and_names_the_extra_on_use(
         if name == "redis" or name.startswith("redis."):
             monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "state_middleware._redis")
-    monkeypatch.setattr(state_middleware, "_redis", state_middleware._redis)
-    fresh = importlib.import_module("state_middleware._redis")
+    monkeypatch.delitem(sys.modules, "state_middleware._stores.redis")
+    monkeypatch.setattr(state_middleware._stores, "redis", state_middleware._stores.redis)
+    fresh = importlib.import_module("state_middleware._stores.redis")
     assert state_middleware.RedisStore is fresh.RedisStore
     with pytest.raises(ImportError, match=r'pip install "state-middleware\[redis\]"') as caught:
         fresh.RedisStore.from_url("redis://127.0.0.1:1/0")
