@@ -92,7 +92,9 @@ class ItemEntry(Value):
     def __init__(
         self, item_id: str, response_id: str | None, value: bytes | None, ttl: float, now: float
     ) -> None:
-        size = len(item_id) + len(response_id or "") + len(value or b"") + 16
+        # ``response_id`` is the stored record's own id string (shared, not a copy):
+        # only the item id and a stored item's JSON are bytes of their own.
+        size = len(item_id) + len(value or b"") + 16
         super().__init__(size, ttl, now)
         self.response_id = response_id
         self.value = value
