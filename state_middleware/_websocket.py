@@ -30,35 +30,22 @@ from typing import Any
 import msgspec
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
-from ._asgi import header, with_content_length
+from ._asgi import with_content_length
 from ._errors import ApiError, invalid_type, previous_not_found
 from ._ids import new_response_id
 from ._record import TurnRecord, chain_input, join_arrays
 from ._request import TurnRequest, decode_object, parse_turn_request
 from ._settings import Settings
 from ._skeleton import response_skeleton
-from ._sse import SSEDecoder
 from ._store import StoreError
 from ._turn import Turn
+from ._websocket_frames import FrameSink, error_frame, http_scope
 
 __all__ = ["MAX_IN_FLIGHT", "MAX_LANES", "WebSocketSession", "refuse_websocket"]
 
 MAX_IN_FLIGHT = 16
 MAX_LANES = 32
 _LANE_ID = re.compile(r"[A-Za-z0-9_.-]{1,256}")
-_HANDSHAKE_ONLY = frozenset(
-    {
-        b"upgrade",
-        b"connection",
-        b"sec-websocket-key",
-        b"sec-websocket-version",
-        b"sec-websocket-extensions",
-        b"sec-websocket-protocol",
-        b"content-length",
-        b"content-type",
-        b"transfer-encoding",
-    }
-)
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -91,7 +78,7 @@ class WebSocketSession:
         self.settings = settings
         self.receive = receive
         self.send = send
-        self.http_scope = _http_scope(scope)
+        self.http_scope = http_scope(scope)
         self.owner = settings.identity(self.http_scope) or ""
         self.closed = asyncio.Event()
         self.sending = asyncio.Lock()
@@ -174,7 +161,7 @@ class WebSocketSession:
                 self.closed.set()
 
     async def send_error(self, error: ApiError, stream_id: str | None) -> None:
-        await self.send_text(_error_frame(error.status, error.body(), stream_id))
+        await self.send_text(error_frame(error.status, error.body(), stream_id))
 
     async def caller(self) -> Any:
         """A turn's ``receive`` after its body: the caller leaves when the socket
@@ -244,7 +231,7 @@ class _Lane:
             recent={} if self.recent_stored else self.recent,
             door="websocket",
         )
-        sink = _Sink(session, self.stream_id)
+        sink = FrameSink(session.send_text, self.stream_id)
         await turn.run(sink.send, session.caller)
         continued = turn.continued_history()
         if continued is not None:
@@ -303,111 +290,3 @@ class _Lane:
             await session.send_text(_encoder.encode(event))
         self.recent = {response_id: join_arrays([history, request.input_items])}
         self.recent_stored = request.store
-
-
-class _Sink:
-    """The ASGI ``send`` a WebSocket turn tees its reply to: each SSE event becomes one
-    text frame; a reply that is not a stream becomes the frames it stands for."""
-
-    def __init__(self, session: WebSocketSession, stream_id: str | None) -> None:
-        self.session = session
-        self.stream_id = stream_id
-        self.decoder = SSEDecoder()
-        self.status = 200
-        self.stream = False
-        self.held: list[bytes] = []
-
-    async def send(self, message: Any) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.status = message["status"]
-            content_type = (header(message.get("headers", []), b"content-type") or b"").lower()
-            self.stream = 200 <= self.status < 300 and content_type.startswith(b"text/event-stream")
-            return
-        if kind != "http.response.body":
-            return
-        chunk: bytes = message.get("body", b"")
-        more: bool = message.get("more_body", False)
-        if self.stream:
-            for frame in self.decoder.frames(chunk, last=not more):
-                if frame.data is not None and frame.data != b"[DONE]":
-                    await self.session.send_text(self._laned(frame.data))
-            return
-        self.held.append(chunk)
-        if not more:
-            await self._whole(b"".join(self.held))
-
-    def _laned(self, payload: bytes) -> bytes:
-        if self.stream_id is None:
-            return payload
-        try:
-            event = _decoder.decode(payload)
-        except msgspec.DecodeError:
-            return payload
-        if isinstance(event, dict):
-            event["stream_id"] = self.stream_id
-            return _encoder.encode(event)
-        return payload
-
-    async def _whole(self, body: bytes) -> None:
-        try:
-            value = _decoder.decode(body)
-        except msgspec.DecodeError:
-            value = None
-        if (
-            200 <= self.status < 300
-            and isinstance(value, dict)
-            and value.get("object") == "response"
-        ):
-            terminal = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(
-                str(value.get("status")), "response.completed"
-            )
-            for number, kind in enumerate(("response.created", terminal)):
-                event = {"type": kind, "sequence_number": number, "response": value}
-                await self.session.send_text(self._laned(_encoder.encode(event)))
-            return
-        status = self.status if self.status >= 400 else 502
-        await self.session.send_text(_error_frame(status, body, self.stream_id))
-
-
-def _error_frame(status: int, body: bytes, stream_id: str | None) -> bytes:
-    """``{"type": "error", "status": ..., "error": {...}}`` from an error body."""
-    try:
-        value = _decoder.decode(body)
-    except msgspec.DecodeError:
-        value = None
-    error = value.get("error") if isinstance(value, dict) else None
-    if not isinstance(error, dict):
-        error = {
-            "type": "server_error" if status >= 500 else "invalid_request_error",
-            "code": None,
-            "message": body.decode("utf-8", "replace")[:2000] or f"HTTP {status}",
-            "param": None,
-        }
-    frame: dict[str, Any] = {"type": "error", "status": status, "error": error}
-    if stream_id is not None:
-        frame["stream_id"] = stream_id
-    return _encoder.encode(frame)
-
-
-def _http_scope(scope: Any) -> Any:
-    """The HTTP scope a WebSocket's turns call the app with: ``POST`` on the same path,
-    the handshake's headers (credentials included) without the WebSocket ones."""
-    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _HANDSHAKE_ONLY]
-    headers.append((b"content-type", b"application/json"))
-    return {
-        "type": "http",
-        "asgi": scope.get("asgi", {"version": "3.0"}),
-        "http_version": scope.get("http_version", "1.1"),
-        "method": "POST",
-        "scheme": "https" if scope.get("scheme") == "wss" else "http",
-        "path": scope["path"],
-        "raw_path": scope.get("raw_path") or scope["path"].encode(),
-        "root_path": scope.get("root_path", ""),
-        "query_string": b"",
-        "headers": headers,
-        "client": scope.get("client"),
-        "server": scope.get("server"),
-        "extensions": {},
-        **({"state": scope["state"]} if "state" in scope else {}),
-    }
