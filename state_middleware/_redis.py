@@ -128,6 +128,7 @@ from typing import Any, Literal
 import msgspec
 
 from . import _defaults
+from ._cluster_guard import CLUSTER_UNSUPPORTED_MESSAGE, is_cluster_client, serves_cluster
 from ._errors import WORKER_LOST_MESSAGE
 from ._record import (
     BackgroundState,
@@ -225,6 +226,8 @@ class RedisStore:
             or (conversation_ttl is not None and conversation_ttl <= 0)
         ):
             raise ValueError("ttl, conversation_ttl, pending_ttl and event_ttl must be positive")
+        if is_cluster_client(client):
+            raise ValueError(CLUSTER_UNSUPPORTED_MESSAGE)
         pool = getattr(client, "connection_pool", None)
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=False")
@@ -296,7 +299,8 @@ class RedisStore:
         ``socket_timeout`` bounds every command and ``socket_connect_timeout`` every
         connection attempt, so a dead Redis costs a request seconds, not a hang. A
         dropped connection is retried once at once (Redis restarted); anything else
-        fails straight away. Other keywords go to ``Redis.from_url`` and win.
+        fails straight away. Other keywords go to ``Redis.from_url`` and win. A server in
+        cluster mode is refused with ``ValueError`` (asked once, here; not when it is down).
         """
         redis_asyncio = _import("redis.asyncio")
         retry = _import("redis.asyncio.retry")
@@ -313,6 +317,8 @@ class RedisStore:
         def new_client() -> Any:
             return redis_asyncio.Redis.from_url(url, **options)
 
+        if serves_cluster(new_client, (exceptions.RedisError, OSError)):
+            raise ValueError(CLUSTER_UNSUPPORTED_MESSAGE)
         store = cls(
             new_client(),
             ttl=ttl,
