@@ -17,6 +17,7 @@ from state_middleware.testing import StreamingASGITransport
 
 from ._codex import codex_bin  # noqa: F401  (the Codex binary, or a skip)
 from ._redis import redis_server  # noqa: F401  (the session fixture make_store asks for)
+from ._redis_cluster import redis_cluster  # noqa: F401  (started only when asked for)
 
 #: every store kind the behaviour suite runs against
 STORE_KINDS = ["memory", "redis"]

@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from .. import _defaults
+from .._cluster_guard import CLUSTER_UNSUPPORTED_MESSAGE, is_cluster_client, serves_cluster
 from .._record import TurnRecord, decode_record, encode_record, record_item_ids
 from .redis_background import BackgroundParts
 from .redis_client import import_extra, milliseconds, owner_digest
@@ -91,6 +92,8 @@ class RedisStore(ConversationParts, BackgroundParts):
             or (conversation_ttl is not None and conversation_ttl <= 0)
         ):
             raise ValueError("ttl, conversation_ttl, pending_ttl and event_ttl must be positive")
+        if is_cluster_client(client):
+            raise ValueError(CLUSTER_UNSUPPORTED_MESSAGE)
         pool = getattr(client, "connection_pool", None)
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=False")
@@ -127,7 +130,8 @@ class RedisStore(ConversationParts, BackgroundParts):
         ``socket_timeout`` bounds every command and ``socket_connect_timeout`` every
         connection attempt, so a dead Redis costs a request seconds, not a hang. A
         dropped connection is retried once at once (Redis restarted); anything else
-        fails straight away. Other keywords go to ``Redis.from_url`` and win.
+        fails straight away. Other keywords go to ``Redis.from_url`` and win. A server in
+        cluster mode is refused with ``ValueError`` (asked once, here; not when it is down).
         """
         redis_asyncio = import_extra("redis.asyncio")
         retry = import_extra("redis.asyncio.retry")
@@ -144,6 +148,8 @@ class RedisStore(ConversationParts, BackgroundParts):
         def new_client() -> Any:
             return redis_asyncio.Redis.from_url(url, **options)
 
+        if serves_cluster(new_client, (exceptions.RedisError, OSError)):
+            raise ValueError(CLUSTER_UNSUPPORTED_MESSAGE)
         store = cls(
             new_client(),
             ttl=ttl,
