@@ -136,6 +136,7 @@ class TurnAccumulator:
         "failure",
         "input_items",
         "last_sequence",
+        "output_list",
         "parent_id",
         "response_id",
         "store",
@@ -170,6 +171,8 @@ class TurnAccumulator:
         self.last_sequence = -1
         #: set by an ``error`` or ``response.failed`` event: the turn is not stored
         self.failure: Failure | None = None
+        #: the output items of the stored turn, decoded (set by :meth:`record`)
+        self.output_list: list[Any] = []
 
     # -- response objects -------------------------------------------------------
     def stamp(self, response: dict[str, msgspec.Raw]) -> dict[str, msgspec.Raw]:
@@ -263,7 +266,9 @@ class TurnAccumulator:
             created_at=created_at,
             input_items=self.input_items,
             output_items=output,
-            response=_encoder.encode(_any_decoder.decode(_encoder.encode(response))),
+            # Never spliced by bytes (read back whole), so the upstream's spelling of the
+            # other values may stay.
+            response=_encoder.encode(response),
         )
 
     @property
@@ -288,6 +293,7 @@ class TurnAccumulator:
             items = [self._done_items[i] for i in sorted(self._done_items)]
             output = _any_decoder.decode(b"[" + b",".join(items) + b"]")
         response["output"] = msgspec.Raw(_encoder.encode(output))
+        self.output_list = output
         return response
 
     def failed_event(self, sequence_number: int, code: str, message: str) -> list[bytes]:

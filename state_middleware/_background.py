@@ -162,6 +162,13 @@ class BackgroundRuns:
         except StoreError as exc:  # its lease ends it: readers will see it failed
             logger.warning("background %s could not be failed: %s", turn.response_id, exc)
 
+    def stop_here(self, owner: str, response_id: str) -> None:
+        """A cancel came in to this process: a turn of it running here stops at once
+        (one running elsewhere sees the cancel in the store within a heartbeat)."""
+        for recorder in self.recorders.values():
+            if recorder.owner == owner and recorder.response_id == response_id:
+                recorder.cancelled.set()
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.recorders.pop(task, None)

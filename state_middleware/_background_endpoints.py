@@ -5,6 +5,7 @@ stands; ``?stream=true[&starting_after=N]`` streams a background one) and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -76,7 +77,11 @@ async def get_response(
 
 
 async def cancel_response(
-    settings: Settings, owner: str, response_id: str, send: ASGISendCallable
+    settings: Settings,
+    owner: str,
+    response_id: str,
+    send: ASGISendCallable,
+    stop_here: Callable[[str, str], None],
 ) -> None:
     """Ask a background response to stop and answer it as it ends (or as it stands,
     ``cancelled``, if its worker has not stopped within ``cancel_wait``)."""
@@ -93,6 +98,7 @@ async def cancel_response(
             raise response_not_found(response_id)
         if not state.finished:
             await store.cancel_background(owner, response_id)
+            stop_here(owner, response_id)
             state = await _wait_finished(settings, owner, response_id, state)
         body = await _current(settings, owner, response_id, cancelling=True)
         if body is None:

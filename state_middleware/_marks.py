@@ -93,7 +93,7 @@ class ConversationLock:
         self.conversation = conversation
         self.lease = lease
         self.metrics = metrics
-        self.token = secrets.token_hex(16)
+        self.token = secrets.token_hex(16) if conversation is not None else ""
         self.held = False
 
     async def __aenter__(self) -> ConversationLock:

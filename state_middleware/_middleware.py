@@ -186,7 +186,7 @@ class ResponsesStateMiddleware:
             return True
         if len(rest) == 2 and rest[0] and rest[1] == "cancel" and method == "POST":
             owner = self.settings.identity(scope) or ""
-            await cancel_response(self.settings, owner, rest[0], send)
+            await cancel_response(self.settings, owner, rest[0], send, self.background.stop_here)
             return True
         if len(rest) == 2 and rest[0] and rest[1] == "input_items" and method == "GET":
             owner = self.settings.identity(scope) or ""

@@ -22,6 +22,7 @@ __all__ = [
     "TurnRecord",
     "chain_input",
     "failure_events",
+    "item_ids_of",
     "join_arrays",
     "listed_item",
     "record_item_ids",
@@ -207,14 +208,26 @@ _names_decoder = msgspec.json.Decoder(list[_ItemName])
 
 def record_item_ids(record: TurnRecord) -> list[str]:
     """The ids of :func:`record_items`, without building the items."""
+    named = [
+        [(item.id, item.type) for item in _names_decoder.decode(array)]
+        for array in (record.input_items, record.output_items)
+    ]
+    return item_ids_of(record.id, named[0], named[1])
+
+
+def item_ids_of(
+    response_id: str, inputs: Sequence[tuple[Any, Any]], outputs: Sequence[tuple[Any, Any]]
+) -> list[str]:
+    """The ids of a turn's items from their ``(id, type)`` pairs, input then output:
+    each its own, or the stable one derived from the turn and its position."""
     ids: list[str] = []
-    for base, array in ((0, record.input_items), (OUTPUT_POSITION, record.output_items)):
-        for position, item in enumerate(_names_decoder.decode(array)):
-            if isinstance(item.id, str) and item.id:
-                ids.append(item.id)
+    for base, named in ((0, inputs), (OUTPUT_POSITION, outputs)):
+        for position, (item_id, kind) in enumerate(named):
+            if isinstance(item_id, str) and item_id:
+                ids.append(item_id)
             else:
-                kind = item.type if isinstance(item.type, str) else "message"
-                ids.append(derived_item_id(record.id, base + position, kind))
+                kind = kind if isinstance(kind, str) else "message"
+                ids.append(derived_item_id(response_id, base + position, kind))
     return ids
 
 

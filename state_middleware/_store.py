@@ -88,6 +88,8 @@ class Store(Protocol):
       stored item of that id, which must exist) and returns ``False`` when there is no
       such conversation. ``remove_item`` takes one occurrence of an item id out of the
       list (the item stays stored) and returns whether it was there.
+    - ``put(..., item_ids=...)`` hands over ``record_item_ids(record)`` when the caller
+      has it already (the store then need not decode the record's items).
     - ``put(owner, record, conversation=id)`` also appends the record's items (input
       then output) to that conversation in the same atomic step; if the conversation is
       gone by then, the record is stored and nothing appended.
@@ -127,7 +129,12 @@ class Store(Protocol):
     """
 
     async def put(
-        self, owner: str, record: TurnRecord, *, conversation: str | None = None
+        self,
+        owner: str,
+        record: TurnRecord,
+        *,
+        conversation: str | None = None,
+        item_ids: Sequence[str] | None = None,
     ) -> None: ...
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None: ...

@@ -51,7 +51,7 @@ from ._metrics import (
     outcome_of_refusal,
     report_turn,
 )
-from ._record import chain_input, join_arrays
+from ._record import chain_input, item_ids_of, join_arrays
 from ._request import TurnRequest
 from ._settings import Settings
 from ._store import StoreError
@@ -94,6 +94,7 @@ class Turn:
         self.context: TurnContext | None = None
         self.accumulator: TurnAccumulator
         self.body = b""
+        self.input_list: list[Any] = []  # the input items the turn keeps, decoded
         self.mark = PendingMark(
             settings.store,
             owner,
@@ -138,7 +139,7 @@ class Turn:
                 response_id=self.response_id,
                 parent_id=request.previous_response_id,
                 store=request.store,
-                input_items=_stored_input(request),
+                input_items=self._stored_input(request),
                 conversation=request.conversation,
                 background=request.background,
             )
@@ -160,6 +161,15 @@ class Turn:
             self.ended(outcome_of_refusal(exc))
             raise
         self.stats.prepared = perf_counter()
+
+    def _stored_input(self, request: TurnRequest) -> bytes:
+        """The input items a turn keeps: as sent, or, on a conversation, normalised and
+        each with an id, as the conversation lists them."""
+        if request.conversation is None or not request.store:
+            self.input_list = request.input_list
+            return request.input_items
+        self.input_list = [with_id(normalized_item(item)) for item in request.input_list]
+        return _encoder.encode(self.input_list)
 
     async def abandon(self, outcome: str = CANCELLED) -> None:
         """Let go of what :meth:`prepare` took, for a turn that will not execute."""
@@ -268,12 +278,21 @@ class Turn:
         assert self.tee is not None
         assert self.context is not None
         record = self.tee.turn.record()
+        item_ids: list[str] | None = None
         if self.detached:  # its parent is in no store: the chain starts here
             history = join_arrays([self.context.history or b"[]", record.input_items])
             record = msgspec.structs.replace(record, parent_id=None, input_items=history)
+        else:  # the items are decoded already: their ids need no second look
+            item_ids = item_ids_of(
+                record.id,
+                [_id_and_type(item) for item in self.input_list],
+                [_id_and_type(item) for item in self.accumulator.output_list],
+            )
         started = perf_counter()
         try:
-            await self.settings.store.put(self.owner, record, conversation=request.conversation)
+            await self.settings.store.put(
+                self.owner, record, conversation=request.conversation, item_ids=item_ids
+            )
         except StoreError as exc:
             logger.error("response %s was not stored: %s", record.id, exc)
             self.stats.store_seconds = perf_counter() - started
@@ -302,12 +321,10 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-def _stored_input(request: TurnRequest) -> bytes:
-    """The input items a turn keeps: as sent, or, on a conversation, normalised and
-    each with an id, as the conversation lists them."""
-    if request.conversation is None or not request.store:
-        return request.input_items
-    return _encoder.encode([with_id(normalized_item(item)) for item in request.input_list])
+def _id_and_type(item: Any) -> tuple[Any, Any]:
+    if isinstance(item, dict):
+        return item.get("id"), item.get("type", "message")
+    return None, "message"
 
 
 class _CallerWatch:

@@ -128,9 +128,9 @@ class LoggingStore(MemoryStore):
         super().__init__()
         self.log = log
 
-    async def put(self, owner: str, record: TurnRecord, *, conversation: str | None = None) -> None:
+    async def put(self, owner: str, record: TurnRecord, **options: Any) -> None:
         self.log.append(("put", record.id))
-        await super().put(owner, record, conversation=conversation)
+        await super().put(owner, record, **options)
 
 
 def body_receive(*chunks: bytes) -> Any:

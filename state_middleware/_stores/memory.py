@@ -24,7 +24,7 @@ from .._record import TurnRecord, record_item_ids
 from .._store import StoreError
 from .memory_background import BackgroundParts
 from .memory_conversations import ConversationParts
-from .memory_entries import ITEM, NOTE, TURN, ItemEntry, NoteEntry, TurnEntry, new_cache
+from .memory_entries import NOTE, TURN, NoteEntry, TurnEntry, new_cache
 
 __all__ = ["MemoryStore"]
 
@@ -66,6 +66,8 @@ class MemoryStore(ConversationParts, BackgroundParts):
         self._timer = timer
         self._refresh_after = min(ttl, conversation_ttl) / 64
         self._cache = new_cache(max_bytes, timer)
+        self._refs = {}
+        self._cache.removed = self._removed
         self._lock = threading.RLock()
         self._pending: dict[tuple[str, str], asyncio.Event] = {}
         self._locks = {}
@@ -84,13 +86,20 @@ class MemoryStore(ConversationParts, BackgroundParts):
         return self._cache.evictions
 
     # -- turns ------------------------------------------------------------------------
-    async def put(self, owner: str, record: TurnRecord, *, conversation: str | None = None) -> None:
+    async def put(
+        self,
+        owner: str,
+        record: TurnRecord,
+        *,
+        conversation: str | None = None,
+        item_ids: Sequence[str] | None = None,
+    ) -> None:
         if record.size > self.max_bytes:
             raise StoreError(
                 f"response {record.id} ({record.size} bytes) exceeds the store's "
                 f"max_bytes ({self.max_bytes})"
             )
-        item_ids = record_item_ids(record)
+        item_ids = list(item_ids) if item_ids is not None else record_item_ids(record)
         with self._lock:
             now = self._timer()
             if record.parent_id is not None:
@@ -101,11 +110,12 @@ class MemoryStore(ConversationParts, BackgroundParts):
                     parent.children += 1
             talk = self._conversation(owner, conversation) if conversation else None
             ttl = max(self.ttl, self.conversation_ttl) if talk is not None else self.ttl
-            entry = TurnEntry(record, ttl, now)
+            entry = TurnEntry(record, item_ids, ttl, now)
             entry.kept = talk is not None
             self._cache[(TURN, owner, record.id)] = entry
+            refs, response_id = self._refs, record.id
             for item_id in item_ids:
-                self._set(ITEM, owner, item_id, ItemEntry(item_id, record.id, None, ttl, now))
+                refs[(owner, item_id)] = response_id
             if talk is not None:
                 talk.extend(item_ids)
                 self._store_conversation(owner, talk, item_ids)
@@ -146,7 +156,7 @@ class MemoryStore(ConversationParts, BackgroundParts):
             # Drop tombstones nothing depends on any more, walking up the chain.
             while entry is not None and entry.deleted and entry.children == 0 and not entry.kept:
                 del self._cache[key]
-                self._forget_items(owner, entry.record)
+                self._forget_items(owner, entry)
                 parent_id = entry.record.parent_id
                 if parent_id is None:
                     break

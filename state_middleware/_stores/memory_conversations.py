@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._record import ConversationRecord, TurnRecord, record_item_ids, record_items
+from .._record import ConversationRecord, record_items
 from .._store import ItemsMissing, NewItem, StoreError
 from .memory_entries import (
     CONVERSATION,
@@ -163,18 +163,18 @@ class ConversationParts(CacheParts):
         ttl = max(self.ttl, self.conversation_ttl) + self._refresh_after
         for item_id in dict.fromkeys(ids):
             ref = self._cache.get((ITEM, owner, item_id))
-            if not isinstance(ref, ItemEntry):
+            if isinstance(ref, ItemEntry):  # kept here, added by the API
+                if ref.ttl < ttl or now - ref.refreshed >= self._refresh_after:
+                    ref.ttl, ref.refreshed = ttl, now
+                    self._cache[(ITEM, owner, item_id)] = ref
                 continue
-            if ref.ttl < ttl or now - ref.refreshed >= self._refresh_after:
-                ref.ttl, ref.refreshed = ttl, now
-                self._cache[(ITEM, owner, item_id)] = ref
-            if ref.response_id is not None:
-                entry = self._turn(owner, ref.response_id)
-                if entry is not None:
-                    entry.kept = True
-                    if entry.ttl < ttl or now - entry.refreshed >= self._refresh_after:
-                        entry.ttl, entry.refreshed = ttl, now
-                        self._cache[(TURN, owner, ref.response_id)] = entry
+            response_id = self._refs.get((owner, item_id))
+            entry = self._turn(owner, response_id) if response_id is not None else None
+            if entry is not None:
+                entry.kept = True
+                if entry.ttl < ttl or now - entry.refreshed >= self._refresh_after:
+                    entry.ttl, entry.refreshed = ttl, now
+                    self._cache[(TURN, owner, entry.record.id)] = entry
 
     def _add(self, owner: str, talk: ConversationEntry, items: Sequence[NewItem]) -> None:
         """Append items to a conversation, all or none."""
@@ -203,25 +203,19 @@ class ConversationParts(CacheParts):
                 continue
             ref = self._cache.get((ITEM, owner, item_id))
             value: bytes | None = None
-            if isinstance(ref, ItemEntry):
-                if ref.value is not None:
-                    value = ref.value
-                elif ref.response_id is not None:
-                    if ref.response_id not in turns:
-                        entry = self._turn(owner, ref.response_id)
-                        turns[ref.response_id] = (
+            if isinstance(ref, ItemEntry):  # kept here, added by the API
+                value = ref.value
+            else:
+                response_id = self._refs.get((owner, item_id))
+                if response_id is not None:
+                    if response_id not in turns:
+                        entry = self._turn(owner, response_id)
+                        turns[response_id] = (
                             dict(record_items(entry.record)) if entry is not None else {}
                         )
-                    value = turns[ref.response_id].get(item_id)
+                    value = turns[response_id].get(item_id)
             if value is not None:
                 found[item_id] = value
             elif strict:
                 raise ItemsMissing(f"item {item_id} is no longer stored")
         return found
-
-    def _forget_items(self, owner: str, record: TurnRecord) -> None:
-        """Drop the ids that point into a turn that is no longer kept."""
-        for item_id in record_item_ids(record):
-            ref = self._cache.get((ITEM, owner, item_id))
-            if isinstance(ref, ItemEntry) and ref.response_id == record.id:
-                del self._cache[(ITEM, owner, item_id)]

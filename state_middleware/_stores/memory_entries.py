@@ -61,13 +61,16 @@ class Value:
 
 
 class TurnEntry(Value):
-    """A stored turn."""
+    """A stored turn, and the ids of its items (each found again through it)."""
 
-    __slots__ = ("children", "deleted", "kept", "record")
+    __slots__ = ("children", "deleted", "item_ids", "kept", "record")
 
-    def __init__(self, record: TurnRecord, ttl: float, now: float) -> None:
-        super().__init__(record.size, ttl, now)
+    def __init__(self, record: TurnRecord, item_ids: Sequence[str], ttl: float, now: float) -> None:
+        # The ids are counted here: the store's map from each id to this turn holds
+        # the same strings.
+        super().__init__(record.size + sum(len(i) + 16 for i in item_ids), ttl, now)
         self.record = record
+        self.item_ids = tuple(item_ids)
         self.deleted = False
         self.children = 0
         self.kept = False  # a conversation names its items: never dropped on delete
@@ -161,14 +164,25 @@ class BackgroundEntry(Value):
 
 class Cache(TLRUCache[Key, Value]):
     """The cache, counting the entries it evicts to stay within its size (``popitem``
-    is called for nothing else; expired entries leave through ``expire``)."""
+    is called for nothing else; expired entries leave through ``expire``), and telling
+    ``removed`` of every entry that leaves either way."""
 
     evictions = 0
+    removed: Callable[[Key, Value], None] | None = None
 
     def popitem(self) -> tuple[Key, Value]:
         item = super().popitem()
         self.evictions += 1
+        if self.removed is not None:
+            self.removed(*item)
         return item
+
+    def expire(self, time: float | None = None) -> list[tuple[Key, Value]]:
+        expired: list[tuple[Key, Value]] = list(super().expire(time))
+        if self.removed is not None:
+            for key, value in expired:
+                self.removed(key, value)
+        return expired
 
 
 def _size(value: Value) -> int:
@@ -196,10 +210,24 @@ class CacheParts:
     _refresh_after: float  # a TTL is restarted at most this often
     _cache: Cache
     _lock: threading.RLock
+    #: (owner, item id) -> the response whose turn holds that item
+    _refs: dict[tuple[str, str], str]
 
     def _set(self, kind: str, owner: str, key: str, value: Value) -> None:
         if value.size <= self.max_bytes:
             self._cache[(kind, owner, key)] = value
+
+    def _removed(self, key: Key, value: Value) -> None:
+        """An entry left the cache (evicted, expired): a turn's item ids go with it."""
+        if isinstance(value, TurnEntry):
+            self._forget_items(key[1], value)
+
+    def _forget_items(self, owner: str, entry: TurnEntry) -> None:
+        """Drop the ids that point into a turn that is no longer kept."""
+        refs, response_id = self._refs, entry.record.id
+        for item_id in entry.item_ids:
+            if refs.get((owner, item_id)) == response_id:
+                del refs[(owner, item_id)]
 
     def _turn(self, owner: str, response_id: str) -> TurnEntry | None:
         entry = self._cache.get((TURN, owner, response_id))

@@ -162,7 +162,14 @@ class RedisStore(ConversationParts, BackgroundParts):
         return store
 
     # -- turns ------------------------------------------------------------------------
-    async def put(self, owner: str, record: TurnRecord, *, conversation: str | None = None) -> None:
+    async def put(
+        self,
+        owner: str,
+        record: TurnRecord,
+        *,
+        conversation: str | None = None,
+        item_ids: Sequence[str] | None = None,
+    ) -> None:
         keys = [self._turn_base(owner) + record.id]
         if conversation is not None:
             keys += self._conversation_keys(owner, conversation)
@@ -172,7 +179,7 @@ class RedisStore(ConversationParts, BackgroundParts):
             encode_record(record),
             record.parent_id or "",
             _MAX_DEPTH,
-            *record_item_ids(record),
+            *(item_ids if item_ids is not None else record_item_ids(record)),
         ]
         with self._errors():
             await self._put(keys=keys, args=args, client=self._current_client())
