@@ -72,13 +72,7 @@ class BackgroundRuns:
             turn.ended(REFUSED)
             await send_api_error(send, ApiError(429, TOO_MANY_MESSAGE, code="rate_limit_exceeded"))
             return
-        try:
-            await turn.prepare()
-        except ApiError as exc:
-            await send_api_error(send, exc)
-            return
-        except StoreError as exc:
-            await send_api_error(send, store_failed(exc.code))
+        if not await turn.prepare_or_answer(send):
             return
         queued = self._queued_response(turn)
         first = queued_events(queued)

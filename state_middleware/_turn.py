@@ -114,15 +114,20 @@ class Turn:
     async def run(self, sink: ASGISendCallable, receive: ASGIReceiveCallable) -> None:
         """Prepare the turn and execute it; what cannot be prepared is answered to
         ``sink`` as an error, before the app is called."""
+        if await self.prepare_or_answer(sink):
+            await self.execute(sink, receive)
+
+    async def prepare_or_answer(self, sink: ASGISendCallable) -> bool:
+        """:meth:`prepare`; whether it could be, else the error is answered to ``sink``."""
         try:
             await self.prepare()
         except ApiError as exc:
             await send_api_error(sink, exc)
-            return
+            return False
         except StoreError as exc:
             await send_api_error(sink, store_failed(exc.code))
-            return
-        await self.execute(sink, receive)
+            return False
+        return True
 
     async def prepare(self) -> None:
         """Everything before the app is called: the conversation's lock, item references,
