@@ -52,37 +52,47 @@ async def follow_events(
     send: ASGISendCallable,
 ) -> None:
     """Send the events numbered above ``after`` as an SSE stream, then follow live."""
-    store = settings.store
     start: Any = {"type": "http.response.start", "status": 200, "headers": _HEADERS}
-    await send(start)
     gone = asyncio.ensure_future(_client_gone(receive))
     try:
-        while not gone.done():
-            try:
-                read = await store.read_events(
-                    owner, response_id, after, settings.background.heartbeat
-                )
-            except StoreError as exc:
-                await _send_error(send, after, "store_unavailable", f"{exc}")
-                break
-            if read is None:
-                await _send_error(send, after, "events_expired", EVENTS_GONE_MESSAGE)
-                break
-            events, finished = read
-            if events:
-                frames = [format_frame(_kind.decode(event).type, event) for event in events]
-                after += len(events)
-                await send(
-                    {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
-                )
-            if finished:
-                break
-            if not events:
-                # Nothing for a while: a response whose worker died ends here.
-                await store.get_background(owner, response_id)
+        await send(start)
+        await _follow(settings, owner, response_id, after, send, gone)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:  # the client went away while we sent: nothing more to do
+        return
     finally:
         gone.cancel()
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _follow(
+    settings: Settings,
+    owner: str,
+    response_id: str,
+    after: int,
+    send: ASGISendCallable,
+    gone: asyncio.Future[None],
+) -> None:
+    store = settings.store
+    while not gone.done():
+        try:
+            read = await store.read_events(owner, response_id, after, settings.background.heartbeat)
+            if read is not None and not read[0] and not read[1]:
+                # Nothing for a while: a response whose worker died ends here.
+                await store.get_background(owner, response_id)
+        except StoreError as exc:
+            await _send_error(send, after, "store_unavailable", f"{exc}")
+            return
+        if read is None:
+            await _send_error(send, after, "events_expired", EVENTS_GONE_MESSAGE)
+            return
+        events, finished = read
+        if events:
+            frames = [format_frame(_kind.decode(event).type, event) for event in events]
+            after += len(events)
+            body: Any = {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
+            await send(body)
+        if finished:
+            return
 
 
 async def _client_gone(receive: ASGIReceiveCallable) -> None:
