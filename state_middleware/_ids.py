@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 
 __all__ = [
     "ID_PATTERN",
+    "derived_from",
     "derived_item_id",
     "item_id_prefix",
     "new_conversation_id",
@@ -63,10 +63,18 @@ def new_item_id(item_type: str) -> str:
 
 
 def derived_item_id(response_id: str, position: int, item_type: str) -> str:
-    """A stable id for an input item the client sent without one.
+    """A stable id for an item sent without one: its type's prefix, the turn's response
+    id (without ``resp_``) and the item's position, so listing the same turn twice gives
+    the same ids (pagination with ``after`` relies on that), and the id itself says
+    where the item is (:func:`derived_from`): a store needs no index for it."""
+    return f"{item_id_prefix(item_type)}_{response_id.removeprefix('resp_')}_{position}"
 
-    Derived from the turn's response id and the item's position, so listing the same
-    turn twice gives the same ids (pagination with ``after`` relies on that).
-    """
-    digest = hashlib.blake2b(f"{response_id}:{position}".encode(), digest_size=16).hexdigest()
-    return f"{item_id_prefix(item_type)}_{digest}"
+
+_DERIVED = re.compile(r"[a-z]+_([A-Za-z0-9]+)_([0-9]{1,9})")
+
+
+def derived_from(item_id: str) -> str | None:
+    """The response id an id of :func:`derived_item_id`'s form points into (``None``
+    for another form). The id may still be a client's own: look it up as such first."""
+    found = _DERIVED.fullmatch(item_id)
+    return None if found is None else "resp_" + found[1]

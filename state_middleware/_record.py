@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ._ids import derived_item_id
+from ._ids import derived_from, derived_item_id
 
 __all__ = [
     "OUTPUT_POSITION",
@@ -22,6 +22,7 @@ __all__ = [
     "TurnRecord",
     "chain_input",
     "failure_events",
+    "indexed_item_ids",
     "item_ids_of",
     "join_arrays",
     "listed_item",
@@ -213,6 +214,12 @@ def record_item_ids(record: TurnRecord) -> list[str]:
         for array in (record.input_items, record.output_items)
     ]
     return item_ids_of(record.id, named[0], named[1])
+
+
+def indexed_item_ids(response_id: str, ids: Sequence[str]) -> list[str]:
+    """The item ids of a turn a store must index to find them again: all but those
+    derived from this very turn (the id says where the item is)."""
+    return [item_id for item_id in ids if derived_from(item_id) != response_id]
 
 
 def item_ids_of(

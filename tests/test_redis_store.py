@@ -23,6 +23,7 @@ import valkey.asyncio
 
 import state_middleware
 from state_middleware import RedisStore, Store, StoreUnavailable, TurnRecord
+from state_middleware._ids import derived_item_id, new_response_id
 from state_middleware._record import ConversationRecord, record_item_ids
 from state_middleware._store import ItemsMissing
 from state_middleware._stores.redis_client import MISSING_EXTRA_MESSAGE
@@ -751,3 +752,16 @@ def test_the_package_imports_without_redis_and_names_the_extra_on_use(
     with pytest.raises(ImportError, match=r'pip install "state-middleware\[redis\]"') as caught:
         fresh.RedisStore.from_url("redis://127.0.0.1:1/0")
     assert str(caught.value) == MISSING_EXTRA_MESSAGE
+
+
+async def test_items_sent_without_ids_need_no_item_key(store: RedisStore, admin: Any) -> None:
+    response_id = new_response_id()
+    user = msgspec.json.encode([{"role": "user", "content": "no id"}])
+    answer = msgspec.json.encode([{"type": "message", "id": "msg_up_1", "role": "assistant"}])
+    await store.put("o", TurnRecord(response_id, None, 0, user, answer, b"{}"))
+    keys = {key.decode().rsplit(":", 1)[-1] for key in await admin.keys("t:item:*")}
+    assert keys == {"msg_up_1"}  # the input's derived id says where it is
+    derived = derived_item_id(response_id, 0, "message")
+    found = await store.get_items("o", [derived, "msg_up_1"])
+    assert set(found) == {derived, "msg_up_1"}
+    assert msgspec.json.decode(found[derived])["content"][0]["text"] == "no id"

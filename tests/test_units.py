@@ -11,7 +11,7 @@ import pytest
 from state_middleware import TurnRecord
 from state_middleware._accumulator import Outcome, TurnAccumulator
 from state_middleware._errors import ApiError
-from state_middleware._ids import derived_item_id, new_response_id
+from state_middleware._ids import derived_from, derived_item_id, new_response_id
 from state_middleware._record import (
     chain_input,
     decode_record,
@@ -207,3 +207,13 @@ async def test_the_tee_hands_out_the_server_send_only_between_whole_frames_of_a_
     whole = tee()
     await whole(start(b"application/json"))
     assert whole.direct_send() is None  # a JSON reply is held and stamped, never sent past
+
+
+def test_a_derived_item_id_says_which_response_holds_the_item() -> None:
+    response_id = new_response_id()
+    derived = derived_item_id(response_id, 3, "function_call")
+    assert derived.startswith("fc_")
+    assert derived_from(derived) == response_id
+    assert derived_item_id(response_id, 3, "function_call") == derived  # stable
+    assert derived_from("msg_6ab4e119be788196b3f7778c071ad6fd") is None  # an OpenAI id
+    assert derived_from("fc_a_b_1") is None

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from .. import _defaults
-from .._record import TurnRecord, record_item_ids
+from .._record import TurnRecord, indexed_item_ids, record_item_ids
 from .._store import StoreError
 from .memory_background import BackgroundParts
 from .memory_conversations import ConversationParts
@@ -110,11 +110,12 @@ class MemoryStore(ConversationParts, BackgroundParts):
                     parent.children += 1
             talk = self._conversation(owner, conversation) if conversation else None
             ttl = max(self.ttl, self.conversation_ttl) if talk is not None else self.ttl
-            entry = TurnEntry(record, item_ids, ttl, now)
+            indexed = indexed_item_ids(record.id, item_ids)
+            entry = TurnEntry(record, indexed, ttl, now)
             entry.kept = talk is not None
             self._cache[(TURN, owner, record.id)] = entry
             refs, response_id = self._refs, record.id
-            for item_id in item_ids:
+            for item_id in indexed:
                 refs[(owner, item_id)] = response_id
             if talk is not None:
                 talk.extend(item_ids)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._ids import derived_from
 from .._record import ConversationRecord, record_items
 from .._store import ItemsMissing, NewItem, StoreError
 from .memory_entries import (
@@ -168,7 +169,7 @@ class ConversationParts(CacheParts):
                     ref.ttl, ref.refreshed = ttl, now
                     self._cache[(ITEM, owner, item_id)] = ref
                 continue
-            response_id = self._refs.get((owner, item_id))
+            response_id = self._refs.get((owner, item_id)) or derived_from(item_id)
             entry = self._turn(owner, response_id) if response_id is not None else None
             if entry is not None:
                 entry.kept = True
@@ -206,7 +207,7 @@ class ConversationParts(CacheParts):
             if isinstance(ref, ItemEntry):  # kept here, added by the API
                 value = ref.value
             else:
-                response_id = self._refs.get((owner, item_id))
+                response_id = self._refs.get((owner, item_id)) or derived_from(item_id)
                 if response_id is not None:
                     if response_id not in turns:
                         entry = self._turn(owner, response_id)

@@ -48,6 +48,16 @@ local items, turns = ARGV[1], ARGV[2]
 local talk_ttl, kept_ttl, every = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local REFERENCE = 64 -- '@': an item key holding '@' and a response id points into a turn
 
+-- The response an id of derived_item_id's form points into ('resp_' and the part
+-- between the prefix and the position), or nil: such ids have no item key.
+local function derived(id)
+  local middle = string.match(id, '^%l+_(%w+)_%d+$')
+  if middle and #id <= 256 and not string.find(middle, '_', 1, true) then
+    return 'resp_' .. middle
+  end
+  return nil
+end
+
 -- The value of each item id (its JSON, '@' and a response id, or false) and, for the
 -- turns those name, their record (`records`) or true (false for a turn that is gone).
 -- With `keep`, every item and turn found lives at least `kept_ttl` and turns are kept.
@@ -57,6 +67,12 @@ local function gather(ids, keep, records)
     if values[id] == nil then
       local key = items .. id
       local value = redis.call('GET', key)
+      if not value then
+        local response_id = derived(id)
+        if response_id then
+          value = '@' .. response_id
+        end
+      end
       values[id] = value
       if value and keep then
         extend(key, kept_ttl)

@@ -64,9 +64,12 @@ if kept then
   life = kept_ttl
 end
 expire(key, life)
-local reference = '@' .. string.sub(key, #turns + 1)
+local response_id = string.sub(key, #turns + 1)
+local reference = '@' .. response_id
 for i = 10, #ARGV do
-  set(items .. ARGV[i], reference, life)
+  if derived(ARGV[i]) ~= response_id then -- a derived id says where its item is
+    set(items .. ARGV[i], reference, life)
+  end
 end
 if talk then
   push(KEYS[3], ARGV, 10, #ARGV)
