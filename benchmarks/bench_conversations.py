@@ -20,11 +20,19 @@ import statistics
 import sys
 import time
 import uuid
-from typing import Any
 
 import msgspec
 import redis.asyncio
-from bench_redis import OWNER, TIMED_TURNS, WARMUP_TURNS, _build_chain, _turn, _turn_ms
+from bench_redis import (
+    OWNER,
+    TIMED_TURNS,
+    WARMUP_TURNS,
+    _build_chain,
+    _turn,
+    _turn_ms,
+    drop_prefix,
+    prefix_bytes,
+)
 
 from state_middleware import MemoryStore, RedisStore, Store, TurnRecord
 from state_middleware._ids import new_conversation_id, new_item_id
@@ -75,13 +83,6 @@ async def _conversation_turn_ms(store: Store, conversation: str) -> float:
     return statistics.median(samples) * 1000
 
 
-async def _redis_bytes(admin: Any, prefix: str) -> int:
-    used = 0
-    async for key in admin.scan_iter(match=f"{prefix}*", count=1000):
-        used += await admin.memory_usage(key, samples=0)
-    return used
-
-
 async def _measure(redis_url: str) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     prefix = f"bench-{uuid.uuid4().hex}:"
@@ -109,7 +110,7 @@ async def _measure(redis_url: str) -> list[tuple[str, str]]:
         store = RedisStore.from_url(redis_url, key_prefix=f"{prefix}conv:")
         try:
             conversation, item_bytes = await _build_conversation(store, ITEMS)
-            used = await _redis_bytes(admin, f"{prefix}conv:")
+            used = await prefix_bytes(admin, f"{prefix}conv:")
             conversation_ms = await _conversation_turn_ms(store, conversation)
         finally:
             await store.aclose()
@@ -132,9 +133,7 @@ async def _measure(redis_url: str) -> list[tuple[str, str]]:
             )
         )
     finally:
-        async for key in admin.scan_iter(match=f"{prefix}*", count=1000):
-            await admin.unlink(key)
-        await admin.aclose()
+        await drop_prefix(admin, prefix)
     return rows
 
 

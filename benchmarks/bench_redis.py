@@ -149,9 +149,7 @@ async def _chain_memory(
         chain = await _build_chain(store, turns)
     finally:
         await store.aclose()
-    used = 0
-    async for key in admin.scan_iter(match=f"{prefix}*", count=1000):
-        used += await admin.memory_usage(key, samples=0)
+    used = await prefix_bytes(admin, prefix)
     records = sum(len(encode_record(r)) for r in chain)
     items = sum(len(r.input_items) + len(r.output_items) for r in chain)
     return used, records, items
@@ -248,10 +246,23 @@ async def _measure(redis_url: str) -> list[tuple[str, str]]:
                 )
             )
     finally:
-        async for key in admin.scan_iter(match=f"{prefix}*", count=1000):
-            await admin.unlink(key)
-        await admin.aclose()
+        await drop_prefix(admin, prefix)
     return rows
+
+
+async def prefix_bytes(admin: Any, prefix: str) -> int:
+    """Bytes Redis holds for the keys under ``prefix`` (``MEMORY USAGE``, summed)."""
+    used = 0
+    async for key in admin.scan_iter(match=f"{prefix}*", count=1000):
+        used += await admin.memory_usage(key, samples=0)
+    return used
+
+
+async def drop_prefix(admin: Any, prefix: str) -> None:
+    """Remove every key under ``prefix`` and close ``admin``."""
+    async for key in admin.scan_iter(match=f"{prefix}*", count=1000):
+        await admin.unlink(key)
+    await admin.aclose()
 
 
 def run(redis_url: str) -> list[tuple[str, str]]:

@@ -30,10 +30,14 @@ def get_word(input: str) -> str:
     return f"WORD({len(input)})"
 
 
-def agent_for(app: Any, http: httpx.AsyncClient) -> Agent:
-    client = openai.AsyncOpenAI(
+def sdk_for(http: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
         base_url="http://testserver/v1", api_key="sk-agent", http_client=http, max_retries=0
     )
+
+
+def agent_for(app: Any, http: httpx.AsyncClient) -> Agent:
+    client = sdk_for(http)
     return Agent(
         name="probe",
         instructions="You are a probe.",
@@ -98,9 +102,7 @@ async def test_a_tool_loop_run_on_a_server_conversation_keeps_it_whole(
         transport=StreamingASGITransport(app), base_url="http://testserver"
     ) as http:
         agent = agent_for(app, http)
-        client = openai.AsyncOpenAI(
-            base_url="http://testserver/v1", api_key="sk-agent", http_client=http, max_retries=0
-        )
+        client = sdk_for(http)
         conversation = await client.conversations.create()
         result = await Runner.run(agent, "please CALL:get_word", conversation_id=conversation.id)
         again = await Runner.run(agent, "and now?", conversation_id=conversation.id)
@@ -132,9 +134,7 @@ async def test_an_agent_remembers_through_an_openai_conversations_session(store:
         transport=StreamingASGITransport(app), base_url="http://testserver"
     ) as http:
         agent = agent_for(app, http)
-        client = openai.AsyncOpenAI(
-            base_url="http://testserver/v1", api_key="sk-agent", http_client=http, max_retries=0
-        )
+        client = sdk_for(http)
         session = OpenAIConversationsSession(openai_client=client)
         first = await Runner.run(agent, "please CALL:get_word", session=session)
         second = await Runner.run(agent, "the word is KIWI", session=session)

@@ -364,25 +364,27 @@ def test_a_conversation_busy_on_one_replica_is_locked_on_the_other(
     assert after.output_text == "[3 items] after"
 
 
+def first_events(stream: Any, count: int) -> list[Any]:
+    """The first ``count`` events of an SDK stream (the stream stays open)."""
+    had = []
+    for event in stream:
+        had.append(event)
+        if len(had) == count:
+            break
+    return had
+
+
 def test_a_background_turn_started_on_one_replica_is_resumed_and_cancelled_on_another(
     replicas: tuple[Replica, Replica],
 ) -> None:
     a, b = replicas
     with a.sdk() as on_a, b.sdk() as on_b:
         started = on_a.responses.create(model="m", input="DELTAS:400", background=True, stream=True)
-        had = []
-        for event in started:
-            had.append(event)
-            if len(had) == 5:
-                break
+        had = first_events(started, 5)
         started.close()
         response_id = had[0].response.id
         resumed = on_b.responses.retrieve(response_id, stream=True, starting_after=4)
-        more = []
-        for event in resumed:
-            more.append(event)
-            if len(more) == 3:
-                break
+        more = first_events(resumed, 3)
         cancelled = on_b.responses.cancel(response_id)
         rest = list(resumed)
         on_a_now = on_a.responses.retrieve(response_id)
@@ -398,11 +400,7 @@ def test_a_background_turn_whose_replica_dies_fails_on_the_other(
     a, b = replicas
     with a.sdk() as on_a, b.sdk() as on_b:
         started = on_a.responses.create(model="m", input="DELTAS:400", background=True, stream=True)
-        had = []
-        for event in started:
-            had.append(event)
-            if len(had) == 4:
-                break
+        had = first_events(started, 4)
         response_id = had[0].response.id
         a.kill()
         # B follows the recorded events; when the dead worker's lease is over the
