@@ -7,12 +7,14 @@ import secrets
 
 __all__ = [
     "ID_PATTERN",
+    "NO_TREE",
     "derived_from",
     "derived_item_id",
     "item_id_prefix",
     "new_conversation_id",
     "new_item_id",
     "new_response_id",
+    "tree_of",
 ]
 
 #: what OpenAI accepts in an id: letters, digits, underscores, dashes
@@ -41,14 +43,39 @@ _ITEM_PREFIX = {
 }
 
 
-def new_response_id() -> str:
-    """``resp_`` and 192 random bits in hex."""
-    return "resp_" + secrets.token_hex(24)
+#: the tree of an id that names none (an id of another form): no store keeps anything
+#: under it, so such an id is simply not found
+NO_TREE = "0" * 16
+
+_TREE = re.compile(
+    r"(?:resp|conv)_([0-9a-f]{16})[0-9a-f]{32}"  # a response or conversation
+    r"|[a-z]+_([0-9a-f]{16})[0-9a-f]{32}_[0-9]{1,9}"  # a derived item id
+)
+
+
+def new_response_id(tree: str | None = None) -> str:
+    """``resp_`` and 48 hex digits (192 bits): the first 16 name the response's tree
+    (``tree``: the tree of the response it continues, or of its conversation; fresh and
+    random when None), the other 32 are random. A store can keep a tree in one place
+    (one Redis Cluster slot) and still find any response of it from its id alone."""
+    return "resp_" + (tree or secrets.token_hex(8)) + secrets.token_hex(16)
 
 
 def new_conversation_id() -> str:
-    """``conv_`` and 192 random bits in hex (48 characters, as OpenAI's)."""
+    """``conv_`` and 192 random bits in hex (48 characters, as OpenAI's); the first 16
+    digits name the tree its responses belong to."""
     return "conv_" + secrets.token_hex(24)
+
+
+def tree_of(some_id: str | None) -> str | None:
+    """The tree (16 hex digits) a response, conversation or derived item id names, or
+    None for an id of another form."""
+    if some_id is None:
+        return None
+    found = _TREE.fullmatch(some_id)
+    if found is None:
+        return None
+    return found[1] or found[2]
 
 
 def item_id_prefix(item_type: str) -> str:

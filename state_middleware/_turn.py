@@ -38,7 +38,7 @@ from ._errors import (
     previous_not_found,
     store_failed,
 )
-from ._ids import new_response_id
+from ._ids import new_response_id, tree_of
 from ._items import normalized_item, reference_id, with_id
 from ._marks import ConversationLock, PendingMark
 from ._metrics import (
@@ -89,7 +89,10 @@ class Turn:
         self.scope = scope  # the HTTP scope the app is called with
         self.owner = owner
         self.request = request
-        self.response_id = new_response_id()
+        # a follow-up and a conversation's turn join the tree of what they continue
+        self.response_id = new_response_id(
+            tree_of(request.previous_response_id) or tree_of(request.conversation)
+        )
         self.tee: ReplyTee | None = None
         self.context: TurnContext | None = None
         self.accumulator: TurnAccumulator

@@ -32,7 +32,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
 from ._asgi import with_content_length
 from ._errors import ApiError, invalid_type, previous_not_found
-from ._ids import new_response_id
+from ._ids import new_response_id, tree_of
 from ._record import TurnRecord, chain_input, join_arrays
 from ._request import TurnRequest, decode_object, parse_turn_request
 from ._settings import Settings
@@ -257,7 +257,7 @@ class _Lane:
                     raise previous_not_found(previous)
                 found = chain_input(chain)
             history = found
-        response_id = new_response_id()
+        response_id = new_response_id(tree_of(previous))
         now = int(time.time())
         response = response_skeleton(
             request.body,

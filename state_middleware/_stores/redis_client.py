@@ -44,6 +44,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._ids import NO_TREE, tree_of
 from .._store import StoreError, StoreUnavailable
 
 __all__ = [
@@ -158,3 +159,12 @@ class RedisClient:
 
     def _item_base(self, owner: str) -> str:
         return f"{self.key_prefix}item:{owner_digest(owner)}:"
+
+    def _tag(self, owner: str, some_id: str) -> str:
+        """The hash tag of the tree ``some_id`` (a response, conversation or derived
+        item id) belongs to: every key of one tree is in one Redis Cluster slot."""
+        return "{" + owner_digest(owner) + "." + (tree_of(some_id) or NO_TREE) + "}"
+
+    def _tree_key(self, owner: str, some_id: str) -> str:
+        """The hash holding the whole tree ``some_id`` belongs to."""
+        return f"{self.key_prefix}tree:{self._tag(owner, some_id)}"
