@@ -9,34 +9,48 @@ parts: the client and error mapping (``redis_client.py``, which also states the 
 policy), items and conversations (``redis_conversations.py``) and background responses
 (``redis_background.py``). The Lua scripts of turns are in ``redis_turn_scripts.py``.
 
-Keys (``{owner}`` as in ``redis_client.py``; items and conversations, and background
-responses, keep theirs as their modules say):
+Layout (issue 14: the same scripts on one server and on Redis Cluster). A response id
+names its tree (``_ids.tree_of``): a first turn starts a tree, a follow-up joins its
+parent's, a conversation's turns join the conversation's. Every key of one tree carries
+the hash tag ``{O.T}`` (owner digest and tree, see ``redis_client.py``), so a tree is in
+one cluster slot while trees spread over all of them, and each script touches one slot.
 
-- ``{key_prefix}turn:{owner}:{response id}``: a hash with ``record`` (the
-  msgpack-encoded ``TurnRecord``), ``parent`` (the parent id, absent for a first turn),
-  ``children`` (how many stored turns name this one as parent), ``deleted`` (present
-  once deleted) and ``kept`` (present once a conversation names its items). Its Redis
-  TTL is the sliding ``ttl``.
-- ``{key_prefix}pending:{owner}:{response id}``: set while the turn is being produced,
+- ``{key_prefix}tree:{O.T}``: a hash holding the whole tree, with ONE TTL. Per turn:
+  ``r:{id}`` the msgpack-encoded ``TurnRecord`` (its own items only), ``p:{id}`` its
+  parent, ``c:{id}`` how many stored turns continue it (present for every stored turn),
+  ``d:{id}`` once deleted, ``k:{id}`` once a conversation names its items, ``o:{id}`` if
+  it was stored after its parent was gone (it is never continued). A conversation's
+  ``i:`` fields are described in ``redis_conversations.py``.
+- ``{key_prefix}item:{O}:{item id}``: where ``get_items`` finds an item by id (spread
+  over the slots; see ``redis_conversations.py``). ``put`` writes one per item id that
+  does not say where it is, after the turn, in one pipeline.
+- ``{key_prefix}pending:{O.T}:{response id}``: set while the turn is being produced,
   with a TTL of ``pending_ttl`` so a crashed process never blocks followers for longer.
-- ``{key_prefix}note:{owner}:{note key}``: one note (``remember``), a plain string with a
-  TTL of ``ttl``.
+- ``{key_prefix}note:{O}:{note key}`` (tag ``{O}``: an owner's notes share a slot): one
+  note (``remember``), a plain string with a TTL of ``ttl``.
 
-Round trips. A turn keeps only what it added, so a chain costs the bytes of its items,
-and every item is kept once; every operation is a constant number of round trips.
-``get_chain`` and ``put`` are one Lua script each (sent with ``EVALSHA``) that follows
-``parent`` links inside Redis and refreshes the TTL of every turn it passes; ``put``
-also points the turn's item ids at it and, with ``conversation=``, appends them to the
-conversation. ``delete`` is one script, plus one to forget the item ids of the turns it
-dropped. ``get_chain`` answers nil when any link is missing, so a chain is never
-replayed in part; each write is one script, so nothing is read half written. The
-scripts build turn and item keys themselves, which Redis Cluster does not allow: use a
-single Redis (with replicas or Sentinel if you like).
+Work per turn. Records never change, so each process keeps those it has stored or
+loaded (``redis_cache.py``, ``cache_bytes``). ``get_chain`` is one script that checks the
+head is there (stored, not deleted, not an orphan), slides the tree's TTL, and returns
+only the records the process does not hold, walking up from the first one it lacks to
+one it holds (it names the newest it holds of that tree) or the root. A second script,
+walking to the root, runs only if the cache lost a record on the way. ``put`` is one
+script (store the record, count it as its parent's child, slide the tree) and one
+pipeline for its item ids. Neither grows with the chain: a process that has seen a
+chain gets nothing back for it but the turns added elsewhere since. A process that
+never saw a chain loads it whole once (one script, its length in records).
+``delete`` is one script, plus one pipeline forgetting the item ids of the turns it
+dropped (tombstones nothing depends on any more).
 
-Retention. Turns, their item ids and notes live ``ttl`` from their last use (a turn's
-item ids from when it was stored). Loading a chain slides its turns by ``ttl`` but never
-shortens a longer TTL (a turn a conversation names lives longer: see
-``redis_conversations.py``).
+Whole or nothing. A record on a walk that is missing makes ``get_chain`` answer nil. A
+turn's ancestors are only ever removed with their whole tree (expiry, eviction of the
+key) or as tombstones without children, so a head that is there has its chain there;
+records held by the process are the same bytes Redis holds.
+
+Retention. A tree lives ``ttl`` from its last use (storing a turn in it or loading a
+chain of it; extending never shortens a longer TTL); a conversation's tree lives as
+long as what the conversation names (``redis_conversations.py``). Item ids of a turn
+and notes live ``ttl`` from when they were written.
 """
 
 from __future__ import annotations
