@@ -89,19 +89,24 @@ SHORT_CHAIN = 10
 # -- the middleware processes ---------------------------------------------------------
 
 
+#: what the run is going through when nothing is being killed
+STEADY = "steady"
+
+
 @dataclass
 class Processes:
     """The base URLs of the middleware processes, and how many responses of each HTTP
-    status the clients received (SDK retries included)."""
+    status the clients received (SDK retries included) in each phase of the run."""
 
     urls: list[str]
-    statuses: Counter[int] = field(default_factory=Counter)
+    phase: str = STEADY
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     def clients(self) -> list[openai.AsyncOpenAI]:
         """One SDK client per process, counting every response it gets."""
 
         async def count(response: httpx2.Response) -> None:
-            self.statuses[response.status_code] += 1
+            self.statuses[self.phase, response.status_code] += 1
 
         return [
             openai.AsyncOpenAI(
@@ -143,18 +148,24 @@ def serve(redis_urls: Sequence[str], code: Path | None = None) -> Iterator[Proce
 # -- chains ---------------------------------------------------------------------------
 
 
+#: what runs alongside the chains once they are half done; it names each phase it
+#: enters with the function it is given
+Midway = Callable[[Callable[[str], None]], Awaitable[None]]
+
+
 class _StreamFailed(Exception):
     """A streamed turn that ended without ``response.completed``."""
 
 
 @dataclass
 class Load:
-    """What the chains saw."""
+    """What the chains saw; ``errors`` counts failures by phase and kind."""
 
     turns: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
+    phase: str = STEADY
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     wrong: list[str] = field(default_factory=list)
     lost: int = 0
 
@@ -230,13 +241,13 @@ class Chain:
                     client, text, previous, stream=stream, listed=listed
                 )
             except openai.NotFoundError as exc:
-                load.errors[_kind(exc)] += 1
+                load.errors[load.phase, _kind(exc)] += 1
                 if self.turns:  # lost with the dead primary: go back one turn
                     self.turns.pop()
                     load.lost += 1
                 continue
             except (openai.APIError, _StreamFailed) as exc:
-                load.errors[_kind(exc)] += 1
+                load.errors[load.phase, _kind(exc)] += 1
                 await asyncio.sleep(CLIENT_RETRY_DELAY)
                 continue
             want = expected(((user, assistant) for user, assistant, _ in self.turns), text)
@@ -258,12 +269,17 @@ async def run_load(
     processes: Processes,
     chains: int,
     turns: int,
-    midway: Callable[[], Awaitable[None]] | None = None,
+    midway: Midway | None = None,
 ) -> Load:
     """``chains`` chains of ``turns`` turns at once; ``midway`` runs alongside once half
-    the turns are done (the run waits for it before it ends)."""
+    the turns are done (the run waits for it before it ends), naming the phases it goes
+    through."""
     clients = processes.clients()
     load = Load()
+
+    def enter(phase: str) -> None:
+        processes.phase = load.phase = phase
+
     halfway = asyncio.Event()
     total = chains * turns
 
@@ -277,7 +293,7 @@ async def run_load(
     async def at_halfway() -> None:
         if midway is not None:
             await halfway.wait()
-            await midway()
+            await midway(enter)
 
     started = time.perf_counter()
     try:
@@ -382,19 +398,30 @@ class Failover:
     rejoined: float = 0.0
 
 
-def _failover(cluster: LocalCluster, report: Failover) -> Callable[[], Awaitable[None]]:
-    def kill_and_restart() -> None:
+#: the phases of a failover, after ``STEADY``: from the kill to the promotion, to the
+#: dead node's return, and after it
+PRIMARY_DOWN = "primary down"
+REPLICA_PROMOTED = "replica promoted"
+REJOINED = "node rejoined"
+PHASES = (STEADY, PRIMARY_DOWN, REPLICA_PROMOTED, REJOINED)
+
+
+def _failover(cluster: LocalCluster, report: Failover) -> Midway:
+    def kill_and_restart(enter: Callable[[str], None]) -> None:
         victim = cluster.primary_for("soak")
         report.victim = victim.address
         killed = time.perf_counter()
         cluster.kill(victim)
+        enter(PRIMARY_DOWN)
         report.promoted = cluster.wait_for_failover(victim).address
         report.taken_over = time.perf_counter() - killed
+        enter(REPLICA_PROMOTED)
         cluster.restart(victim)
         report.rejoined = time.perf_counter() - killed
+        enter(REJOINED)
 
-    async def midway() -> None:
-        await asyncio.to_thread(kill_and_restart)
+    async def midway(enter: Callable[[str], None]) -> None:
+        await asyncio.to_thread(kill_and_restart, enter)
 
     return midway
 
@@ -415,13 +442,17 @@ def _ms(seconds: float) -> str:
 def _report(
     arguments: argparse.Namespace,
     load: Load,
-    statuses: Counter[int],
+    statuses: Counter[tuple[str, int]],
     failover: Failover | None,
     costs: Sequence[Cost],
 ) -> str:
     total = arguments.chains * arguments.turns
-    errors = "; ".join(f"{n}x {kind}" for kind, n in load.errors.most_common()) or "none"
-    on_wire = ", ".join(f"{n}x {status}" for status, n in sorted(statuses.items()))
+    errors = "; ".join(f"{n}x {kind} ({phase})" for (phase, kind), n in load.errors.most_common())
+    on_wire = "; ".join(
+        f"{phase}: " + ", ".join(f"{n}x {status}" for (_, status), n in sorted(counts.items()))
+        for phase in PHASES
+        if (counts := Counter({key: n for key, n in statuses.items() if key[0] == phase}))
+    )
     rows = [
         row(
             "turns/s",
@@ -439,12 +470,12 @@ def _report(
         row(
             "errors seen by clients after SDK retries",
             str(sum(load.errors.values())),
-            details=errors,
+            details=errors or "none",
         ),
         row(
             "HTTP responses the SDK received",
             str(sum(statuses.values())),
-            details=on_wire + " (a 5xx here was retried by the SDK)",
+            details=f"{on_wire} (the SDK retried each 5xx)",
         ),
         row("turns lost (previous response not found)", str(load.lost)),
         row(
@@ -493,10 +524,8 @@ async def _soak(arguments: argparse.Namespace) -> str:
             port = redis_port(url)
             primaries, midway = (lambda: [port]), None
         processes = stack.enter_context(serve(nodes))
-        warm = await run_load(processes, 2, 2)  # each process serves a turn before the load
+        # No warm-up: the first turns meet clients that have not connected yet.
         load = await run_load(processes, arguments.chains, arguments.turns, midway)
-        load.errors.update(warm.errors)
-        load.wrong.extend(warm.wrong)
         statuses = Counter(processes.statuses)
         lengths = [SHORT_CHAIN, arguments.long_chain]
         costs = await redis_cpu_per_turn(processes, primaries, lengths, arguments.measured)
