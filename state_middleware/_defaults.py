@@ -76,3 +76,6 @@ REDIS_KEY_PREFIX: Final = "state_middleware:"
 REDIS_PENDING_TTL: Final = 300.0
 REDIS_SOCKET_TIMEOUT: Final = 2.0
 REDIS_SOCKET_CONNECT_TIMEOUT: Final = 1.0
+#: bytes of stored turn records each process keeps decoded (records never change, so a
+#: chain it has seen costs Redis only a check that it is still alive)
+REDIS_CACHE_BYTES: Final = 64 * 2**20

@@ -19,8 +19,10 @@ from ._codex import codex_bin  # noqa: F401  (the Codex binary, or a skip)
 from ._redis import redis_server  # noqa: F401  (the session fixture make_store asks for)
 from ._redis_cluster import redis_cluster  # noqa: F401  (started only when asked for)
 
-#: every store kind the behaviour suite runs against
-STORE_KINDS = ["memory", "redis"]
+#: every store kind the behaviour suite runs against: a ``MemoryStore``, a ``RedisStore``
+#: on one ``redis-server``, and on a six-node Redis Cluster with a redis-py client and
+#: with a valkey-py one
+STORE_KINDS = ["memory", "redis", "redis_cluster", "valkey_cluster"]
 
 
 @pytest.fixture
@@ -41,15 +43,21 @@ def make_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Call
     if store_kind == "memory":
         yield lambda **kw: MemoryStore(**kw)
         return
-    if store_kind == "redis":
-        url: str = request.getfixturevalue("redis_server")
+    if store_kind in ("redis", "redis_cluster", "valkey_cluster"):
+        url: str = (
+            request.getfixturevalue("redis_server")
+            if store_kind == "redis"
+            else request.getfixturevalue("redis_cluster").url
+        )
         made: list[RedisStore] = []
 
         def make_redis_store(**kw: Any) -> Store:
             if "max_bytes" in kw or "timer" in kw:
                 pytest.skip("RedisStore is bounded by maxmemory and expires on Redis' clock")
             # A prefix of its own keeps every store fresh and empty on the shared server.
-            made.append(RedisStore.from_url(url, key_prefix=f"test:{uuid.uuid4().hex}:", **kw))
+            prefix = f"test:{uuid.uuid4().hex}:"
+            library: Any = "valkey" if store_kind == "valkey_cluster" else "redis"
+            made.append(RedisStore.from_url(url, key_prefix=prefix, library=library, **kw))
             return made[-1]
 
         yield make_redis_store

@@ -14,16 +14,17 @@ import importlib
 import secrets
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
 import redis.asyncio
 import valkey.asyncio
+from redis.crc import key_slot
 
 import state_middleware
 from state_middleware import RedisStore, Store, StoreUnavailable, TurnRecord
-from state_middleware._ids import derived_item_id, new_response_id
+from state_middleware._ids import derived_item_id, new_response_id, tree_of
 from state_middleware._record import ConversationRecord, record_item_ids
 from state_middleware._store import ItemsMissing
 from state_middleware._stores.redis_client import MISSING_EXTRA_MESSAGE
@@ -97,6 +98,21 @@ def watching_polls() -> tuple[type[redis.asyncio.Connection], asyncio.Queue[byte
     return PollReportingConnection, polls
 
 
+def counting_replies() -> Any:
+    """A connection class that records the length of every list Redis answers with."""
+
+    class ReplyCountingConnection(CountingConnection):
+        lengths: ClassVar[list[int]] = []
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            response = await super().read_response(*args, **kwargs)
+            if isinstance(response, list):
+                ReplyCountingConnection.lengths.append(len(response))
+            return response
+
+    return ReplyCountingConnection
+
+
 async def round_trips(action: Callable[[], Awaitable[Any]]) -> int:
     before = CountingConnection.sent
     await action()
@@ -132,11 +148,10 @@ async def admin(url: str) -> AsyncIterator[Any]:
     await client.aclose()
 
 
-async def turn_key(admin: Any, response_id: str) -> bytes:
-    keys = await admin.keys(f"t:turn:*:{response_id}")
-    assert len(keys) == 1
-    key: bytes = keys[0]
-    return key
+async def tree_key(admin: Any) -> bytes:
+    """The key of the one tree stored (every test id of another form than ours is in
+    its owner's one tree)."""
+    return await one_key(admin, "t:tree:*")
 
 
 async def pending_key(admin: Any, response_id: str) -> bytes:
@@ -188,23 +203,56 @@ async def test_a_redis_store_is_a_store(store: RedisStore) -> None:
 async def test_loading_a_1000_turn_chain_takes_one_round_trip_like_a_10_turn_one(
     url: str, admin: Any
 ) -> None:
+    writer = RedisStore.from_url(url, key_prefix="t:")
     store = RedisStore.from_url(url, key_prefix="t:", connection_class=CountingConnection)
     try:
-        await put_chain(store, 10, "short")
-        await put_chain(store, 1000, "long")
+        await put_chain(writer, 10, "short")
+        await put_chain(writer, 1000, "long")
         await store.get_chain(OWNER, "missing")  # the first run of a script loads it
         short = await round_trips(lambda: store.get_chain(OWNER, "short9"))
         long, runs = await script_runs(admin, lambda: store.get_chain(OWNER, "long999"))
-        chain = await store.get_chain(OWNER, "long999")
+        chain = await RedisStore.from_url(url, key_prefix="t:").get_chain(OWNER, "long999")
     finally:
         await store.aclose()
-    assert short == long == 1
-    assert runs == 1  # one script run, walking the 1000 links inside Redis
+        await writer.aclose()
+    assert short == long == 1  # a process that never saw the chain: one script walks it
+    assert runs == 1
     assert chain is not None
     assert [r.id for r in chain] == [f"long{n}" for n in range(1000)]
 
 
-async def test_storing_a_turn_takes_one_round_trip_whatever_the_chain_length(url: str) -> None:
+async def test_a_process_holding_a_chain_asks_redis_only_whether_it_is_there(
+    url: str, admin: Any
+) -> None:
+    """The Redis work of a turn does not grow with its chain: a process that has seen a
+    chain gets no record back for it (only the ones it has not seen), whatever its
+    length, on one script run."""
+    replies = counting_replies()
+    store = RedisStore.from_url(url, key_prefix="t:", connection_class=replies)
+    other = RedisStore.from_url(url, key_prefix="t:")
+    try:
+        await put_chain(store, 10, "short")
+        await put_chain(store, 1000, "long")
+        sizes = {}
+        for head in ("short9", "long999"):
+            replies.lengths.clear()
+            trips, runs = await script_runs(admin, lambda h=head: store.get_chain(OWNER, h))
+            sizes[head] = (trips, runs, list(replies.lengths))
+        await other.put(OWNER, record("long1000", "long999"))  # a turn stored elsewhere
+        replies.lengths.clear()
+        chain = await store.get_chain(OWNER, "long1000")
+    finally:
+        await store.aclose()
+        await other.aclose()
+    assert sizes["short9"] == sizes["long999"] == (1, 1, [0])
+    assert replies.lengths == [1]  # only the record it had not seen
+    assert chain is not None
+    assert [r.id for r in chain] == [f"long{n}" for n in range(1001)]
+
+
+async def test_storing_a_turn_takes_two_round_trips_whatever_the_chain_length(url: str) -> None:
+    """One script stores the turn; then one pipeline points its item ids at it (each
+    item key may live on another cluster node)."""
     store = RedisStore.from_url(url, key_prefix="t:", connection_class=CountingConnection)
     try:
         await put_chain(store, 10, "short")
@@ -213,42 +261,59 @@ async def test_storing_a_turn_takes_one_round_trip_whatever_the_chain_length(url
         long = await round_trips(lambda: store.put(OWNER, record("next-long", "long999")))
     finally:
         await store.aclose()
-    assert short == long == 1
+    assert short == long == 2
 
 
-async def test_each_turn_is_one_key_holding_only_its_own_items(
+async def test_a_tree_is_one_hash_and_each_turn_holds_only_its_own_items(
     store: RedisStore, admin: Any
 ) -> None:
     await put_chain(store, 3)
-    keys = sorted(await admin.keys("t:turn:*"))
-    assert len(keys) == 3
-    for key in await admin.keys("t:item:*"):  # one per item id, naming the turn only
-        assert (await admin.get(key)).startswith(b"@t")
-    fields = await admin.hgetall(await turn_key(admin, "t2"))
-    assert fields[b"parent"] == b"t1"
-    assert fields[b"children"] == b"0"
-    assert b"deleted" not in fields
-    assert len(fields[b"record"]) < 2 * record("t2").size  # not the whole history
+    key = await tree_key(admin)
+    for item_key in await admin.keys("t:item:*"):  # one per item id, naming the turn only
+        assert (await admin.get(item_key)).startswith(b"@t")
+    fields = await admin.hgetall(key)
+    assert fields[b"p:t2"] == b"t1"
+    assert fields[b"c:t2"] == b"0"
+    assert fields[b"c:t1"] == b"1"
+    assert b"d:t2" not in fields
+    assert len(fields[b"r:t2"]) < 2 * record("t2").size  # not the whole history
 
 
-async def test_loading_a_chain_slides_every_ancestors_ttl(store: RedisStore, admin: Any) -> None:
+async def test_trees_spread_over_slots_and_a_tree_stays_in_one(
+    store: RedisStore, admin: Any
+) -> None:
+    roots = [new_response_id() for _ in range(64)]
+    for root in roots:
+        await store.put(OWNER, record(root))
+        child = new_response_id(tree_of(root))
+        await store.put(OWNER, record(child, root))
+        await store.begin(OWNER, child)
+        await store.remember(OWNER, {child: b"note"})
+    trees = await admin.keys("t:tree:*")
+    assert len(trees) == 64  # a child joins its parent's tree
+    slots = {key_slot(key) for key in trees}
+    assert len(slots) > 48  # spread (64 random tags: about 64 distinct slots)
+    for key in await admin.keys("t:pending:*"):  # a turn's keys share its tree's slot
+        assert key_slot(key) in slots
+    assert len({key_slot(key) for key in await admin.keys("t:note:*")}) == 1
+
+
+async def test_loading_a_chain_slides_its_trees_ttl(store: RedisStore, admin: Any) -> None:
     store.ttl = 60.0
     await put_chain(store, 3)
-    for response_id in ("t0", "t1", "t2"):
-        await admin.pexpire(await turn_key(admin, response_id), 1000)  # as if aged
+    key = await tree_key(admin)
+    await admin.pexpire(key, 1000)  # as if aged
     assert await store.get_chain(OWNER, "t2") is not None
-    for response_id in ("t0", "t1", "t2"):
-        assert await admin.pttl(await turn_key(admin, response_id)) > 55_000
+    assert await admin.pttl(key) > 55_000
 
 
-async def test_storing_a_turn_slides_every_ancestors_ttl(store: RedisStore, admin: Any) -> None:
+async def test_storing_a_turn_slides_its_trees_ttl(store: RedisStore, admin: Any) -> None:
     store.ttl = 60.0
     await put_chain(store, 3)
-    for response_id in ("t0", "t1", "t2"):
-        await admin.pexpire(await turn_key(admin, response_id), 1000)
+    key = await tree_key(admin)
+    await admin.pexpire(key, 1000)
     await store.put(OWNER, record("t3", "t2"))
-    for response_id in ("t0", "t1", "t2", "t3"):
-        assert await admin.pttl(await turn_key(admin, response_id)) > 55_000
+    assert await admin.pttl(key) > 55_000
 
 
 async def test_turns_expire_on_redis_own_clock(url: str, admin: Any) -> None:
@@ -258,34 +323,53 @@ async def test_turns_expire_on_redis_own_clock(url: str, admin: Any) -> None:
         async with admin.pubsub() as pubsub:
             await pubsub.subscribe("__keyevent@0__:expired")
             await store.put(OWNER, record("a"))
-            key = await turn_key(admin, "a")
+            key = await tree_key(admin)
             assert 0 < await admin.pttl(key) <= 500
             assert await store.get(OWNER, "a") is not None
             await soon(expired_key(pubsub, key), "Redis expiring the turn on its own")
-        assert await store.get(OWNER, "a") is None
+        assert await store.get(OWNER, "a") is None  # held by the process, gone in Redis
+        assert await store.get_chain(OWNER, "a") is None
     finally:
         await admin.config_set("notify-keyspace-events", "")
         await store.aclose()
 
 
 async def test_a_chain_missing_any_ancestor_is_not_replayed_at_all(
-    store: RedisStore, admin: Any
+    store: RedisStore, admin: Any, url: str
 ) -> None:
     await put_chain(store, 5)
-    await admin.delete(await turn_key(admin, "t2"))  # expired behind the store's back
-    assert await store.get_chain(OWNER, "t4") is None
-    assert await store.get_chain(OWNER, "t1") is not None
-    assert await store.get(OWNER, "t4") is not None  # the turn itself is still there
+    await admin.hdel(await tree_key(admin), "r:t2")  # lost behind the store's back
+    fresh = RedisStore.from_url(url, key_prefix="t:")
+    try:
+        assert await fresh.get_chain(OWNER, "t4") is None
+        assert await fresh.get_chain(OWNER, "t1") is not None
+        assert await fresh.get(OWNER, "t4") is not None  # the turn itself is still there
+    finally:
+        await fresh.aclose()
+    chain = await store.get_chain(OWNER, "t4")  # the process that holds it: all of it
+    assert chain is not None
+    assert [r.id for r in chain] == ["t0", "t1", "t2", "t3", "t4"]
+
+
+async def test_a_turn_stored_after_its_parent_was_gone_is_never_continued(
+    store: RedisStore, admin: Any
+) -> None:
+    await put_chain(store, 2)
+    await admin.delete(await tree_key(admin))  # the tree expired while t2 ran
+    await store.put(OWNER, record("t2", "t1"))
+    assert await store.get(OWNER, "t2") is not None
+    assert await store.get_chain(OWNER, "t2") is None  # t0 and t1 are gone from Redis
 
 
 async def test_deleting_the_last_descendant_frees_every_tombstone(
     store: RedisStore, admin: Any
 ) -> None:
     await put_chain(store, 3)
+    key = await tree_key(admin)
     assert await store.delete(OWNER, "t1") is True
-    assert len(await admin.keys("t:turn:*")) == 3  # t1 stays for t2
+    assert await admin.hexists(key, "r:t1")  # t1 stays for t2
     assert await store.delete(OWNER, "t2") is True
-    assert len(await admin.keys("t:turn:*")) == 1  # t2 and the tombstone t1 are gone
+    assert sorted(await admin.hkeys(key)) == [b"c:t0", b"r:t0"]  # t2 and t1 are gone
     assert await store.get(OWNER, "t0") is not None
 
 

@@ -47,17 +47,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from .. import _defaults
-from .._cluster_guard import CLUSTER_UNSUPPORTED_MESSAGE, is_cluster_client, serves_cluster
+from .._ids import derived_from
 from .._record import TurnRecord, decode_record, encode_record, record_item_ids
 from .redis_background import BackgroundParts
+from .redis_cache import RecordCache
 from .redis_client import import_extra, milliseconds, owner_digest
 from .redis_conversations import ConversationParts
-from .redis_turn_scripts import DELETE, FORGET_ITEMS, GET_CHAIN, PUT
+from .redis_mode import serves_cluster
+from .redis_turn_scripts import DELETE, FORGET_ITEM, GET_CHAIN, PUT
 
 __all__ = ["RedisStore"]
 
 _MAX_DEPTH = 100_000  # guards a corrupted parent loop inside Redis; far beyond real chains
 _POLL_INTERVAL = 0.02  # seconds between checks of a pending turn
+#: the client classes ``from_url`` makes, by library: for one server, for a cluster
+_CLIENT_CLASSES = {"redis": ("Redis", "RedisCluster"), "valkey": ("Valkey", "ValkeyCluster")}
 
 
 class RedisStore(ConversationParts, BackgroundParts):
@@ -82,6 +86,7 @@ class RedisStore(ConversationParts, BackgroundParts):
         key_prefix: str = _defaults.REDIS_KEY_PREFIX,
         pending_ttl: float = _defaults.REDIS_PENDING_TTL,
         event_ttl: float = _defaults.EVENT_TTL,
+        cache_bytes: int = _defaults.REDIS_CACHE_BYTES,
     ) -> None:
         if conversation_ttl == "ttl":
             conversation_ttl = ttl
@@ -92,9 +97,7 @@ class RedisStore(ConversationParts, BackgroundParts):
             or (conversation_ttl is not None and conversation_ttl <= 0)
         ):
             raise ValueError("ttl, conversation_ttl, pending_ttl and event_ttl must be positive")
-        if is_cluster_client(client):
-            raise ValueError(CLUSTER_UNSUPPORTED_MESSAGE)
-        pool = getattr(client, "connection_pool", None)
+        pool = getattr(client, "connection_pool", client)  # a cluster client has none
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=False")
         self.ttl = ttl
@@ -102,11 +105,11 @@ class RedisStore(ConversationParts, BackgroundParts):
         self.pending_ttl = pending_ttl
         self.event_ttl = event_ttl
         self.key_prefix = key_prefix
+        self._cache = RecordCache(cache_bytes)
         self._use_client(client)
         self._get_chain = client.register_script(GET_CHAIN)
         self._put = client.register_script(PUT)
         self._delete = client.register_script(DELETE)
-        self._forget_items = client.register_script(FORGET_ITEMS)
         self._load_conversation_scripts(client)
         self._load_background_scripts(client)
 
@@ -122,21 +125,30 @@ class RedisStore(ConversationParts, BackgroundParts):
         event_ttl: float = _defaults.EVENT_TTL,
         socket_timeout: float = _defaults.REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout: float = _defaults.REDIS_SOCKET_CONNECT_TIMEOUT,
+        cache_bytes: int = _defaults.REDIS_CACHE_BYTES,
+        library: Literal["redis", "valkey"] = "redis",
         **client_kwargs: Any,
     ) -> RedisStore:
         """A store owning its ``redis.asyncio`` clients, made with
-        ``redis.asyncio.Redis.from_url(url, ...)``.
+        ``redis.asyncio.Redis.from_url(url, ...)``, or with
+        ``redis.asyncio.cluster.RedisCluster.from_url(url, ...)`` when the server at
+        ``url`` runs in cluster mode (asked once, here; a server that is down counts as
+        a single one). Any node of a cluster will do: the client finds the others.
+        ``library="valkey"`` makes valkey-py clients (``Valkey``, ``ValkeyCluster``)
+        instead.
 
         ``socket_timeout`` bounds every command and ``socket_connect_timeout`` every
         connection attempt, so a dead Redis costs a request seconds, not a hang. A
         dropped connection is retried once at once (Redis restarted); anything else
-        fails straight away. Other keywords go to ``Redis.from_url`` and win. A server in
-        cluster mode is refused with ``ValueError`` (asked once, here; not when it is down).
+        fails straight away (a cluster client also follows the cluster's redirections
+        and re-reads its layout, a few times, as redis-py does). Other keywords go to
+        ``from_url`` and win.
         """
-        redis_asyncio = import_extra("redis.asyncio")
-        retry = import_extra("redis.asyncio.retry")
-        backoff = import_extra("redis.backoff")
-        exceptions = import_extra("redis.exceptions")
+        client_module = import_extra(f"{library}.asyncio")
+        retry = import_extra(f"{library}.asyncio.retry")
+        backoff = import_extra(f"{library}.backoff")
+        exceptions = import_extra(f"{library}.exceptions")
+        single, cluster = _CLIENT_CLASSES[library]
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -146,10 +158,16 @@ class RedisStore(ConversationParts, BackgroundParts):
         }
 
         def new_client() -> Any:
-            return redis_asyncio.Redis.from_url(url, **options)
+            return getattr(client_module, single).from_url(url, **options)
 
-        if serves_cluster(new_client, (exceptions.RedisError, OSError)):
-            raise ValueError(CLUSTER_UNSUPPORTED_MESSAGE)
+        if serves_cluster(
+            new_client, (exceptions.ConnectionError, exceptions.ResponseError, OSError)
+        ):
+            cluster_module = import_extra(f"{library}.asyncio.cluster")
+
+            def new_client() -> Any:
+                return getattr(cluster_module, cluster).from_url(url, **options)
+
         store = cls(
             new_client(),
             ttl=ttl,
@@ -157,6 +175,7 @@ class RedisStore(ConversationParts, BackgroundParts):
             key_prefix=key_prefix,
             pending_ttl=pending_ttl,
             event_ttl=event_ttl,
+            cache_bytes=cache_bytes,
         )
         store._new_client = new_client
         return store
@@ -170,56 +189,102 @@ class RedisStore(ConversationParts, BackgroundParts):
         conversation: str | None = None,
         item_ids: Sequence[str] | None = None,
     ) -> None:
-        keys = [self._turn_base(owner) + record.id]
+        tree = self._tree_key(owner, record.id)
+        keys = [tree]
         if conversation is not None:
             keys += self._conversation_keys(owner, conversation)
+        ids = list(item_ids) if item_ids is not None else record_item_ids(record)
+        named = [item_id for item_id in ids if derived_from(item_id) != record.id]
+        talk, kept = self._retention()
+        encoded = encode_record(record)
         args = [
-            *self._context(owner),
             milliseconds(self.ttl),
-            encode_record(record),
+            talk,
+            kept,
+            record.id,
+            encoded,
             record.parent_id or "",
-            _MAX_DEPTH,
-            *(item_ids if item_ids is not None else record_item_ids(record)),
+            len(ids),
+            *ids,
+            *named,
         ]
         with self._errors():
-            await self._put(keys=keys, args=args, client=self._current_client())
+            client = self._current_client()
+            joined = await self._put(keys=keys, args=args, client=client)
+            if named:  # found by id from now on: written after what they point at
+                life = kept if joined else milliseconds(self.ttl)
+                base, reference = self._item_base(owner), b"@" + record.id.encode()
+                async with client.pipeline(transaction=False) as pipe:
+                    for item_id in named:
+                        pipe.set(base + item_id, reference, px=life or None)
+                    await pipe.execute()
+        self._cache.add(owner_digest(owner), tree, record, len(encoded))
 
     async def get(self, owner: str, response_id: str) -> TurnRecord | None:
+        digest, tree = owner_digest(owner), self._tree_key(owner, response_id)
+        held = self._cache.get(digest, response_id)
+        first = ("c:" if held is not None else "r:") + response_id
         with self._errors():
-            data, deleted = await self._current_client().hmget(
-                self._turn_base(owner) + response_id, "record", "deleted"
-            )
-        if data is None or deleted is not None:
+            found, deleted = await self._current_client().hmget(tree, first, "d:" + response_id)
+        if found is None or deleted is not None:
             return None
-        return decode_record(data)
+        if held is None:
+            held = decode_record(found)
+            self._cache.add(digest, tree, held, len(found))
+        return held
 
     async def get_chain(self, owner: str, response_id: str) -> list[TurnRecord] | None:
-        base = self._turn_base(owner)
-        with self._errors():
-            found: list[bytes] | None = await self._get_chain(
-                keys=[base + response_id],
-                args=[base, milliseconds(self.ttl), _MAX_DEPTH],
-                client=self._current_client(),
-            )
-        if found is None:
-            return None
-        return [decode_record(data) for data in reversed(found)]
+        digest, tree = owner_digest(owner), self._tree_key(owner, response_id)
+        chain = list(self._cache.walk(digest, response_id))  # newest first
+        known = self._cache.known(digest, tree)
+        # Redis is always asked whether the chain is still there. A second time only if
+        # the cache lost a record on the way, then for everything up to the root.
+        for _ in range(2):
+            start = chain[-1].parent_id if chain else response_id
+            found = await self._load(tree, response_id, start or "", known)
+            if found is None:
+                return None
+            for data in found:
+                record = decode_record(data)
+                self._cache.add(digest, tree, record, len(data))
+                chain.append(record)
+            if found:
+                chain += self._cache.walk(digest, chain[-1].parent_id)
+            if chain and chain[-1].parent_id is None:
+                return chain[::-1]
+            known = []
+        return None
 
     async def delete(self, owner: str, response_id: str) -> bool:
-        base = self._turn_base(owner)
         with self._errors():
             client = self._current_client()
             dropped: list[bytes] | None = await self._delete(
-                keys=[base + response_id], args=[base, _MAX_DEPTH], client=client
+                keys=[self._tree_key(owner, response_id)],
+                args=[response_id, _MAX_DEPTH],
+                client=client,
             )
             if dropped:  # turns nothing needs any more: their item ids go too
-                forget: list[str | int] = [self._item_base(owner)]
-                for data in dropped:
-                    gone = decode_record(data)
-                    item_ids = record_item_ids(gone)
-                    forget += [gone.id, len(item_ids), *item_ids]
-                await self._forget_items(keys=[], args=forget, client=client)
+                base = self._item_base(owner)
+                async with client.pipeline(transaction=False) as pipe:
+                    for data in dropped:
+                        gone = decode_record(data)
+                        reference = b"@" + gone.id.encode()
+                        for item_id in record_item_ids(gone):
+                            if derived_from(item_id) != gone.id:
+                                pipe.eval(FORGET_ITEM, 1, base + item_id, reference)
+                    await pipe.execute()
         return dropped is not None
+
+    async def _load(self, tree: str, head: str, start: str, known: list[str]) -> list[bytes] | None:
+        """The records from ``start`` up to one of ``known`` or the root, newest first,
+        if the chain of ``head`` is there; one script."""
+        with self._errors():
+            found: list[bytes] | None = await self._get_chain(
+                keys=[tree],
+                args=[head, milliseconds(self.ttl), start, _MAX_DEPTH, *known],
+                client=self._current_client(),
+            )
+        return found
 
     # -- pending marks ----------------------------------------------------------------
     async def begin(self, owner: str, response_id: str) -> None:
@@ -252,7 +317,7 @@ class RedisStore(ConversationParts, BackgroundParts):
         base = self._note_base(owner)
         ttl = milliseconds(self.ttl)
         with self._errors():
-            async with self._current_client().pipeline(transaction=True) as pipe:
+            async with self._current_client().pipeline(transaction=False) as pipe:
                 for key, value in notes.items():
                     pipe.set(base + key, value, px=ttl)
                 await pipe.execute()
@@ -267,7 +332,15 @@ class RedisStore(ConversationParts, BackgroundParts):
 
     # -- keys -------------------------------------------------------------------------
     def _note_base(self, owner: str) -> str:
-        return f"{self.key_prefix}note:{owner_digest(owner)}:"
+        return f"{self.key_prefix}note:{{{owner_digest(owner)}}}:"  # one slot per owner
 
     def _pending_key(self, owner: str, response_id: str) -> str:
-        return f"{self.key_prefix}pending:{owner_digest(owner)}:{response_id}"
+        return f"{self.key_prefix}pending:{self._tag(owner, response_id)}:{response_id}"
+
+    def _retention(self) -> tuple[int, int]:
+        """The TTL of conversations, and of what they name (ms; 0: never expires)."""
+        if self.conversation_ttl is None:
+            return 0, 0
+        return milliseconds(self.conversation_ttl), milliseconds(
+            max(self.ttl, self.conversation_ttl)
+        )

@@ -1,19 +1,19 @@
 """``RedisStore``'s background responses.
 
-Keys (``{owner}`` as in ``redis_client.py``):
+Keys (``{tag}``: the hash tag of the response's tree, as in ``redis_client.py``):
 
-- ``{key_prefix}background:{owner}:{response id}``: a background response's state, a hash
+- ``{key_prefix}background:{tag}:{response id}``: a background response's state, a hash
   with ``status``, ``response`` (the response object as last set), ``stream`` and
   ``cancel`` (``1`` or ``0``) and ``events`` (how many were recorded).
-- ``{key_prefix}background_events:{owner}:{response id}``: its events, a stream in which
+- ``{key_prefix}background_events:{tag}:{response id}``: its events, a stream in which
   event number n has the id ``0-<n+1>`` (so a reader resumes after event n from that id)
   and ``1-0`` marks the end (so no event can follow it, and a reader blocked on the
   stream wakes when the response finishes). Absent until the first event.
-- ``{key_prefix}background_lease:{owner}:{response id}``: set while a worker runs the
+- ``{key_prefix}background_lease:{tag}:{response id}``: set while a worker runs the
   response, with a TTL of the lease it asked for; renewed by ``record_events``.
 
-The three keys of one background response differ only in their kind, and every script
-gets all three in ``KEYS``.
+The three keys of one background response differ only in their kind (so they share a
+slot on a cluster), and every script gets all three in ``KEYS``.
 
 Round trips. Each call is one script, so one round trip, except when it finds that the
 worker's lease ended before the response finished: the response object is then marked
@@ -56,7 +56,7 @@ from .redis_background_scripts import (
     RECORD_EVENTS,
     START_BACKGROUND,
 )
-from .redis_client import RedisClient, milliseconds, owner_digest
+from .redis_client import RedisClient, milliseconds
 
 __all__ = ["BackgroundParts"]
 
@@ -70,7 +70,7 @@ class BackgroundParts(RedisClient):
 
     def _load_background_scripts(self, client: Any) -> None:
         """Register the scripts, and bound the blocking reads by the client's pool."""
-        pool = getattr(client, "connection_pool", None)
+        pool = getattr(client, "connection_pool", client)  # a cluster client: its nodes'
         # A blocking read holds a connection of the pool: at most half of them do, and
         # each for at most _MAX_BLOCK (and half the socket timeout, which would end it).
         pool_size = getattr(pool, "max_connections", None)
@@ -230,7 +230,7 @@ class BackgroundParts(RedisClient):
 
     def _background_keys(self, owner: str, response_id: str) -> list[str]:
         """A background response's state, its events and its worker's lease."""
-        tail = f"{owner_digest(owner)}:{response_id}"
+        tail = f"{self._tag(owner, response_id)}:{response_id}"  # its tree's slot
         return [
             f"{self.key_prefix}background:{tail}",
             f"{self.key_prefix}background_events:{tail}",

@@ -59,10 +59,15 @@ MISSING_EXTRA_MESSAGE = 'RedisStore needs the redis client: pip install "state-m
 
 
 def import_extra(module: str) -> Any:
-    """A module of the ``redis`` extra; ``ImportError`` naming the extra when missing."""
+    """A module of the ``redis`` extra (or of valkey-py); ``ImportError`` naming what to
+    install when missing."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if module.startswith("valkey"):
+            raise ImportError(
+                'RedisStore(library="valkey") needs valkey-py: pip install valkey'
+            ) from exc
         raise ImportError(MISSING_EXTRA_MESSAGE) from exc
 
 

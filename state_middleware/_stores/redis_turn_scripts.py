@@ -1,138 +1,141 @@
-"""The Lua scripts behind ``RedisStore``'s turns: ``get_chain`` and ``put`` walk parent
-links inside Redis, so a chain of any length costs one round trip, and ``delete`` drops
-the tombstones nothing depends on any more. Each runs atomically, so nothing half
+"""The Lua scripts behind ``RedisStore``'s turns. Each touches one key, the hash of one
+tree (and, for a turn of a conversation, that conversation's two keys, in the same
+slot), so they run as they are on Redis Cluster; each runs atomically, so nothing half
 written is ever read back. Each script is preceded by its ``KEYS`` and ``ARGV``.
+
+A tree's fields are named ``{kind}:{id}`` (see ``redis.py``). Nothing here walks a
+chain but ``GET_CHAIN``, and only over the records its caller does not have yet.
 """
 
-from .redis_lua import ITEM_HELPERS, TTL_HELPERS
+from .redis_lua import TTL_HELPERS
 
-__all__ = ["DELETE", "FORGET_ITEMS", "GET_CHAIN", "PUT"]
+__all__ = ["DELETE", "FORGET_ITEM", "GET_CHAIN", "PUT"]
 
-# KEYS[1]: the named turn. ARGV: turn key base, ttl (ms), max depth.
-# Returns the records newest first, or nil if the turn is deleted or any link is missing.
+# KEYS[1]: the tree. ARGV: the head id, ttl (ms), the first id whose record the caller
+# lacks ('' if it has them all), max depth, then ids the caller has (it stops there).
+# Nil if the head is missing, deleted or an orphan, or a record on the way is missing;
+# else the records from that first id up to a known id or the root, newest first. The
+# tree lives at least ttl more.
 GET_CHAIN = (
     TTL_HELPERS
     + """
-local base, ttl, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local head = redis.call('HMGET', KEYS[1], 'record', 'parent', 'deleted')
-if not head[1] or head[3] then
+local tree, head, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local from, limit = ARGV[3], tonumber(ARGV[4])
+local state = redis.call('HMGET', tree, 'c:' .. head, 'd:' .. head, 'o:' .. head)
+if not state[1] or state[2] or state[3] then
   return false
 end
-local keys, records = {KEYS[1]}, {head[1]}
-local parent = head[2]
-while parent do
-  if #keys > limit then
+local known = {}
+for i = 5, #ARGV do
+  known[ARGV[i]] = true
+end
+local records, id = {}, from
+while id and id ~= '' and not known[id] do
+  if #records >= limit then
     return false
   end
-  local key = base .. parent
-  local fields = redis.call('HMGET', key, 'record', 'parent')
+  local fields = redis.call('HMGET', tree, 'r:' .. id, 'p:' .. id)
   if not fields[1] then
     return false
   end
-  keys[#keys + 1] = key
   records[#records + 1] = fields[1]
-  parent = fields[2]
+  id = fields[2]
 end
-for _, key in ipairs(keys) do
-  extend(key, ttl)
-end
+extend(tree, ttl)
 return records
 """
 )
 
-# KEYS[1]: the new turn, then optionally the conversation and its list. ARGV[1..5]: as
-# ITEM_HELPERS; then ttl (ms), record, parent id ('' if none), max depth, the turn's item
-# ids.
-# Stores the turn and points its item ids at it, counts it as a child of its parent
-# (once) and refreshes the TTL of every ancestor still there. With a conversation that
-# still exists, appends the item ids to it and keeps the turn as long as it.
+# KEYS[1]: the tree, then optionally the conversation and its list. ARGV: ttl,
+# conversation ttl, kept ttl (ms; 0: never expires), the id, the record, the parent id
+# ('' if none), how many item ids follow, the item ids (input then output), then the
+# ones not derived from this turn's id.
+# Stores the turn (a turn stored again keeps its children and stays a child once),
+# counts it as a child of its parent, or marks it an orphan if the parent is gone.
+# With a conversation that still exists, the conversation names its items (an `i:`
+# field each, but for derived ids) and lists them, the turn is kept, and the tree
+# lives as long as what a conversation names. Returns 1 if it joined a conversation.
 PUT = (
-    ITEM_HELPERS
+    TTL_HELPERS
     + """
-local key, ttl, parent, limit = KEYS[1], tonumber(ARGV[6]), ARGV[8], tonumber(ARGV[9])
-local talk = #KEYS == 3 and use(KEYS[2], KEYS[3])
-local old = redis.call('HMGET', key, 'children', 'kept')
-local children, kept = old[1], talk or old[2]
-redis.call('DEL', key)
-redis.call('HSET', key, 'record', ARGV[7], 'children', children or 0)
-if parent ~= '' then
-  redis.call('HSET', key, 'parent', parent)
+local tree, ttl = KEYS[1], tonumber(ARGV[1])
+local talk_ttl, kept_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local id, parent, count = ARGV[4], ARGV[6], tonumber(ARGV[7])
+local talk = #KEYS == 3 and redis.call('EXISTS', KEYS[2]) == 1
+local fresh = redis.call('EXISTS', tree) == 0
+if redis.call('HEXISTS', tree, 'c:' .. id) == 1 then
+  redis.call('HDEL', tree, 'd:' .. id)
+else
+  redis.call('HSET', tree, 'c:' .. id, 0)
+  if parent ~= '' then
+    redis.call('HSET', tree, 'p:' .. id, parent)
+    if redis.call('HEXISTS', tree, 'c:' .. parent) == 1 then
+      redis.call('HINCRBY', tree, 'c:' .. parent, 1)
+    else
+      redis.call('HSET', tree, 'o:' .. id, 1)
+    end
+  end
 end
+redis.call('HSET', tree, 'r:' .. id, ARGV[5])
 local life = ttl
-if kept then
-  redis.call('HSET', key, 'kept', 1)
+if talk then
+  local reference = '@' .. id
+  redis.call('HSET', tree, 'k:' .. id, 1)
+  for i = 8 + count, #ARGV do
+    redis.call('HSET', tree, 'i:' .. ARGV[i], reference)
+  end
+  for start = 8, 7 + count, 1000 do
+    redis.call('RPUSH', KEYS[3], unpack(ARGV, start, math.min(start + 999, 7 + count)))
+  end
+  expire(KEYS[2], talk_ttl)
+  expire(KEYS[3], talk_ttl)
+end
+if talk or redis.call('HEXISTS', tree, 'k:' .. id) == 1 then
   life = kept_ttl
 end
-expire(key, life)
-local response_id = string.sub(key, #turns + 1)
-local reference = '@' .. response_id
-for i = 10, #ARGV do
-  if derived(ARGV[i]) ~= response_id then -- a derived id says where its item is
-    set(items .. ARGV[i], reference, life)
-  end
+if fresh then
+  expire(tree, life)
+else
+  extend(tree, life)
 end
-if talk then
-  push(KEYS[3], ARGV, 10, #ARGV)
-  slide(KEYS[2], KEYS[3])
-end
-local ancestor, depth = parent, 0
-while ancestor and ancestor ~= '' and depth < limit do
-  local ancestor_key = turns .. ancestor
-  if not extend(ancestor_key, ttl) then
-    break
-  end
-  if depth == 0 and not children then
-    redis.call('HINCRBY', ancestor_key, 'children', 1)
-  end
-  ancestor = redis.call('HGET', ancestor_key, 'parent')
-  depth = depth + 1
-end
-return 1
+return talk and 1 or 0
 """
 )
 
-# KEYS[1]: the turn to delete. ARGV: turn key base, max depth.
-# Marks it deleted, then drops tombstones no stored turn and no conversation depends on,
-# walking up. Returns the records dropped (their item ids are then forgotten), or nil if
-# there was no such turn.
+# KEYS[1]: the tree. ARGV: the id, max depth.
+# Marks the turn deleted, then drops the deleted turns nothing depends on (no stored
+# child, no conversation), walking up. Returns the records dropped (their item ids are
+# then forgotten), or nil if there was no such turn.
 DELETE = """
-local key, base, limit = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local found = redis.call('HMGET', key, 'record', 'deleted')
+local tree, id, limit = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local found = redis.call('HMGET', tree, 'c:' .. id, 'd:' .. id)
 if not found[1] or found[2] then
   return false
 end
-redis.call('HSET', key, 'deleted', 1)
-local dropped, depth = {}, 0
-while depth < limit do
-  local fields = redis.call('HMGET', key, 'parent', 'deleted', 'children', 'kept', 'record')
-  if not fields[2] or tonumber(fields[3] or '0') > 0 or fields[4] then
+redis.call('HSET', tree, 'd:' .. id, 1)
+local dropped = {}
+while id and #dropped < limit do
+  local f = redis.call('HMGET', tree, 'p:' .. id, 'd:' .. id, 'c:' .. id, 'k:' .. id, 'r:' .. id)
+  if not f[2] or tonumber(f[3] or '0') > 0 or f[4] then
     break
   end
-  redis.call('DEL', key)
-  dropped[#dropped + 1] = fields[5]
-  if not fields[1] or redis.call('EXISTS', base .. fields[1]) == 0 then
-    break
+  redis.call('HDEL', tree, 'r:' .. id, 'p:' .. id, 'c:' .. id, 'd:' .. id, 'o:' .. id)
+  dropped[#dropped + 1] = f[5]
+  id = f[1]
+  if id and redis.call('HEXISTS', tree, 'c:' .. id) == 1 then
+    redis.call('HINCRBY', tree, 'c:' .. id, -1)
+  else
+    id = nil
   end
-  key = base .. fields[1]
-  redis.call('HINCRBY', key, 'children', -1)
-  depth = depth + 1
 end
 return dropped
 """
 
-# ARGV: item key base, then for each dropped turn: its response id, how many item ids
-# follow, the item ids. Deletes each item key that still points into that turn.
-FORGET_ITEMS = """
-local items, i = ARGV[1], 2
-while i <= #ARGV do
-  local reference, last = '@' .. ARGV[i], i + 1 + tonumber(ARGV[i + 1])
-  for j = i + 2, last do
-    local key = items .. ARGV[j]
-    if redis.call('GET', key) == reference then
-      redis.call('DEL', key)
-    end
-  end
-  i = last + 1
+# KEYS[1]: an item key. ARGV[1]: what it must still hold to be deleted ('@' and the
+# response id of a dropped turn).
+FORGET_ITEM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
 end
 return 1
 """
