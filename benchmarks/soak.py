@@ -89,7 +89,9 @@ SHORT_CHAIN = 10
 # -- the middleware processes ---------------------------------------------------------
 
 
-#: what the run is going through when nothing is being killed
+#: the phases of a run without a failover: until every chain has had its first turn
+#: answered (the processes' Redis clients are new), then the rest
+FIRST_TURNS = "first turns"
 STEADY = "steady"
 
 
@@ -282,11 +284,17 @@ async def run_load(
 
     halfway = asyncio.Event()
     total = chains * turns
+    started_chains = 0
 
     async def run_chain(number: int) -> None:
+        nonlocal started_chains
         chain = Chain(number)
         for turn in range(turns):
             await chain.turn(clients, turn, load)
+            if turn == 0:
+                started_chains += 1
+                if started_chains == chains:
+                    enter(STEADY)
             if load.turns >= total // 2:
                 halfway.set()
 
@@ -295,6 +303,7 @@ async def run_load(
             await halfway.wait()
             await midway(enter)
 
+    enter(FIRST_TURNS)
     started = time.perf_counter()
     try:
         await asyncio.gather(at_halfway(), *(run_chain(number) for number in range(chains)))
@@ -403,7 +412,7 @@ class Failover:
 PRIMARY_DOWN = "primary down"
 REPLICA_PROMOTED = "replica promoted"
 REJOINED = "node rejoined"
-PHASES = (STEADY, PRIMARY_DOWN, REPLICA_PROMOTED, REJOINED)
+PHASES = (FIRST_TURNS, STEADY, PRIMARY_DOWN, REPLICA_PROMOTED, REJOINED)
 
 
 def _failover(cluster: LocalCluster, report: Failover) -> Midway:
