@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
+import state_middleware
 from state_middleware import RedisStore, ResponsesStateMiddleware
 from state_middleware.testing import ReceivedRequest, ScriptedResponsesApp
 
@@ -84,6 +87,8 @@ class HistoryDigestApp:
 
 
 def middleware() -> ResponsesStateMiddleware:
-    """The app of one soak process (a uvicorn ``--factory``)."""
+    """The app of one soak process (a uvicorn ``--factory``); says on stderr which
+    ``state_middleware`` it runs."""
+    print(f"soak app: {Path(state_middleware.__file__).parent}", file=sys.stderr)
     store = RedisStore.from_url(os.environ[REDIS_URL_VARIABLE])
     return ResponsesStateMiddleware(HistoryDigestApp(), store=store)

@@ -42,8 +42,6 @@ import soak
 from _common import BENCH_DIR, CLIENT_CPUS, SERVER_CPUS, Row, markdown_table, row
 from _redis_server import redis_server
 
-import state_middleware
-
 sys.path.insert(0, str(BENCH_DIR.parent))
 from tests._redis_cluster import LocalCluster  # from the repository root, just added
 
@@ -55,10 +53,6 @@ MEASURED = 50
 THROUGHPUT_CHAINS = 100
 THROUGHPUT_TURNS = 20
 ROUNDS = 3
-
-#: the ``state_middleware`` this script imports (its parent directory goes on the
-#: middleware processes' ``PYTHONPATH``)
-CURRENT_CODE = Path(state_middleware.__file__).resolve().parent.parent
 
 
 def _describe(code: Path) -> str:
@@ -122,9 +116,9 @@ def per_turn(before: str | None = BEFORE) -> list[Row]:
     if before:
         with _checkout(before) as code:
             rows += _cost_rows(f"one node, before ({before})", asyncio.run(_per_turn(code, False)))
-    now = _describe(CURRENT_CODE)
-    rows += _cost_rows(f"one node, now ({now})", asyncio.run(_per_turn(CURRENT_CODE, False)))
-    rows += _cost_rows(f"cluster, now ({now})", asyncio.run(_per_turn(CURRENT_CODE, True)))
+    now = _describe(soak.CODE)
+    rows += _cost_rows(f"one node, now ({now})", asyncio.run(_per_turn(soak.CODE, False)))
+    rows += _cost_rows(f"cluster, now ({now})", asyncio.run(_per_turn(soak.CODE, True)))
     return rows
 
 

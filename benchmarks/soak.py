@@ -59,10 +59,13 @@ from _common import BENCH_DIR, free_port, markdown_table, row, stop, wait_for_po
 from _redis_server import redis_server
 from _soak_app import REDIS_URL_VARIABLE, expected
 
+import state_middleware
+
 sys.path.insert(0, str(BENCH_DIR.parent))
 from tests._redis_cluster import LocalCluster  # from the repository root, just added
 
 __all__ = [
+    "CODE",
     "Cost",
     "Load",
     "Processes",
@@ -84,6 +87,9 @@ CLIENT_ATTEMPTS = 20
 CLIENT_RETRY_DELAY = 0.5  # seconds
 REQUEST_TIMEOUT = 60.0  # seconds, per attempt
 SHORT_CHAIN = 10
+#: where the ``state_middleware`` this script imports is (the middleware processes
+#: import the same one)
+CODE = Path(state_middleware.__file__).resolve().parent.parent
 
 
 # -- the middleware processes ---------------------------------------------------------
@@ -123,10 +129,10 @@ class Processes:
 
 
 @contextlib.contextmanager
-def serve(redis_urls: Sequence[str], code: Path | None = None) -> Iterator[Processes]:
+def serve(redis_urls: Sequence[str], code: Path = CODE) -> Iterator[Processes]:
     """One uvicorn process serving ``_soak_app:middleware`` per Redis URL (not pinned to
-    a core: on 2 cores they share both with Redis and the client); with ``code``, the
-    ``state_middleware`` they import is the one in that directory."""
+    a core: on 2 cores they share both with Redis and the client), importing the
+    ``state_middleware`` found in ``code``."""
     processes: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     try:
@@ -136,9 +142,9 @@ def serve(redis_urls: Sequence[str], code: Path | None = None) -> Iterator[Proce
             command += ["--app-dir", str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(port)]
             command += ["--log-level", "warning", "--no-access-log"]
             environment = {**os.environ, REDIS_URL_VARIABLE: redis_url, "PYTHONUNBUFFERED": "1"}
-            if code is not None:
-                environment["PYTHONPATH"] = str(code)
-            processes.append(subprocess.Popen(command, env=environment))
+            environment["PYTHONPATH"] = str(code)
+            # In BENCH_DIR, so no state_middleware in the working directory comes first.
+            processes.append(subprocess.Popen(command, env=environment, cwd=BENCH_DIR))
             wait_for_port(port, processes[-1], timeout=20)
             urls.append(f"http://127.0.0.1:{port}")
         yield Processes(urls)
