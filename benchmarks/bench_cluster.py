@@ -11,8 +11,9 @@ of its input, so every reply is checked), clients on the official ``openai`` SDK
 
 * **Redis work per turn.** One chain is built turn by turn to 10, 100 and 1000 turns;
   at each length ``MEASURED`` more turns continue its head, and the Redis servers'
-  ``used_cpu_sys + used_cpu_user`` (idle rate taken off) and ``INFO commandstats``
-  microseconds are read before and after (``soak.redis_cpu_per_turn``). Measured for the
+  ``used_cpu_sys + used_cpu_user`` (idle rate taken off), Lua script microseconds and
+  commands run (``INFO commandstats``) are read before and after
+  (``soak.redis_cpu_per_turn``). Measured for the
   ``--before`` commit's ``state_middleware`` (from ``git archive``, run by the same
   harness; the store refuses a cluster there, so one node only), and for the code this
   script imports, on one node and on the cluster.
@@ -89,8 +90,9 @@ def _cost_rows(label: str, costs: Sequence[soak.Cost]) -> list[Row]:
         row(
             f"Redis CPU per turn, {cost.length}-turn chain, {label}",
             f"{cost.cpu_usec:.0f} us",
-            details=f"of which Lua scripts {cost.script_usec:.0f} us; median turn "
-            f"{cost.latency * 1000:.1f} ms; {MEASURED} turns through the SDK, one at a time",
+            details=f"of which Lua scripts {cost.script_usec:.0f} us; {cost.commands:.1f} "
+            f"commands; median turn {cost.latency * 1000:.1f} ms; {MEASURED} turns through "
+            "the SDK, one at a time",
         )
         for cost in costs
     ]
@@ -146,7 +148,7 @@ async def _throughput() -> list[Row]:
                 load = await soak.run_load(processes, THROUGHPUT_CHAINS, THROUGHPUT_TURNS)
                 after = soak.spent(ports)
                 loads[name].append(load)
-                spent[name].append((after[0] - before[0]) * 1e6 / load.turns)
+                spent[name].append((after.cpu - before.cpu) * 1e6 / load.turns)
     rows = []
     for name, measured in loads.items():
         rates = [load.rate for load in measured]

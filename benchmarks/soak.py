@@ -32,7 +32,8 @@ turn at a time; at chain length 10 and at the long length, ``--measured`` more t
 continue the chain's head, and the Redis CPU they cost is read from ``INFO`` on every
 primary: ``used_cpu_sys + used_cpu_user`` (minus the idle rate measured just before),
 and of that, the time spent in Lua scripts (``INFO commandstats``, ``evalsha``: wall
-time inside Redis, so on a busy machine it can exceed the CPU time).
+time inside Redis, so on a busy machine it can exceed the CPU time); and how many
+commands a turn runs (a script's own included), which timing noise does not blur.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ __all__ = [
     "Cost",
     "Load",
     "Processes",
+    "Spent",
     "cluster_primaries",
     "redis_cpu_per_turn",
     "redis_port",
@@ -328,28 +330,40 @@ async def run_load(
 SCRIPT_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_evalsha_ro", "cmdstat_eval_ro")
 
 
-def spent(ports: Sequence[int]) -> tuple[float, float]:
-    """(CPU seconds, microseconds in Lua scripts) the Redis servers on ``ports`` have
-    spent so far."""
+@dataclass(frozen=True)
+class Spent:
+    """What Redis servers have done so far: CPU seconds, microseconds in Lua scripts,
+    and commands run (but ``INFO``; a script's own commands count too)."""
+
+    cpu: float
+    script_usec: float
+    commands: int
+
+
+def spent(ports: Sequence[int]) -> Spent:
+    """What the Redis servers on ``ports`` have done so far."""
     cpu = usec = 0.0
+    commands = 0
     for port in ports:
         with redis.Redis(host="127.0.0.1", port=port) as admin:
             info = admin.info("cpu")
             cpu += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
             stats = admin.info("commandstats")
         usec += sum(float(stats[name]["usec"]) for name in SCRIPT_COMMANDS if name in stats)
-    return cpu, usec
+        commands += sum(int(s["calls"]) for name, s in stats.items() if name != "cmdstat_info")
+    return Spent(cpu, usec, commands)
 
 
 @dataclass(frozen=True)
 class Cost:
     """Redis work of a turn at one chain length: microseconds of CPU (idle rate taken
-    off) and of Lua scripts (wall time inside Redis), per turn; and the turns' median
-    wall time."""
+    off) and of Lua scripts (wall time inside Redis), and commands, per turn; and the
+    turns' median wall time."""
 
     length: int
     cpu_usec: float
     script_usec: float
+    commands: float
     latency: float
 
 
@@ -376,19 +390,20 @@ async def redis_cpu_per_turn(
             idle_from = spent(ports)
             await asyncio.sleep(1.0)
             idle_to = spent(ports)
-            idle_rate = idle_to[0] - idle_from[0]
+            idle_rate = idle_to.cpu - idle_from.cpu
             load.latencies.clear()
             started = time.perf_counter()
             for number in range(measured):
                 await chain.turn(clients, length + number, load, extend=False)
             elapsed = time.perf_counter() - started
             done = spent(ports)
-            cpu = max(0.0, done[0] - idle_to[0] - idle_rate * elapsed)
+            cpu = max(0.0, done.cpu - idle_to.cpu - idle_rate * elapsed)
             costs.append(
                 Cost(
                     length,
                     cpu * 1e6 / measured,
-                    (done[1] - idle_to[1]) / measured,
+                    (done.script_usec - idle_to.script_usec) / measured,
+                    (done.commands - idle_to.commands) / measured,
                     statistics.median(load.latencies),
                 )
             )
@@ -516,8 +531,9 @@ def _report(
             row(
                 f"Redis CPU per turn, chain length {cost.length}",
                 f"{cost.cpu_usec:.0f} us",
-                details=f"of which Lua scripts {cost.script_usec:.0f} us; median turn "
-                f"{_ms(cost.latency)} alone; {arguments.measured} turns, all primaries",
+                details=f"of which Lua scripts {cost.script_usec:.0f} us; "
+                f"{cost.commands:.1f} commands; median turn {_ms(cost.latency)} alone; "
+                f"{arguments.measured} turns, all primaries",
             )
         )
     return markdown_table(rows)
