@@ -10,17 +10,20 @@ Everything goes the way ``soak.py`` goes: two uvicorn processes serving
 of its input, so every reply is checked), clients on the official ``openai`` SDK.
 
 * **Redis work per turn.** One chain is built turn by turn to 10, 100 and 1000 turns;
-  at each length ``MEASURED`` more turns continue its head, and the Redis servers'
-  ``used_cpu_sys + used_cpu_user`` (idle rate taken off), Lua script microseconds and
-  commands run (``INFO commandstats``) are read before and after
-  (``soak.redis_cpu_per_turn``). Measured for the
-  ``--before`` commit's ``state_middleware`` (from ``git archive``, run by the same
-  harness; the store refuses a cluster there, so one node only), and for the code this
-  script imports, on one node and on the cluster.
+  at each length ``MEASURED`` more turns continue its head (one every ``soak.PACE``
+  seconds), and the Redis servers' ``used_cpu_sys + used_cpu_user`` (idle rate taken
+  off), Lua script microseconds and commands run (``INFO commandstats``) are read
+  before and after (``soak.redis_cpu_per_turn``). Measured for the ``--before``
+  commit's ``state_middleware`` (from ``git archive``, run by the same harness; the
+  store refuses a cluster there, so one node only), and for the code this script
+  imports, on one node and on the cluster.
 * **One node against a cluster.** ``THROUGHPUT_CHAINS`` chains of
   ``THROUGHPUT_TURNS`` turns at once, on one ``redis-server`` and on a six-node cluster
   (three primaries), both up at once, ``ROUNDS`` rounds alternating which goes first:
   turns/s, p50/p99, and the Redis CPU a turn cost (all primaries).
+
+About two minutes on 2 cores; Redis, the middleware processes and the client share both
+cores (also under ``run.py``, which otherwise keeps its client off the servers' core).
 """
 
 from __future__ import annotations
@@ -57,13 +60,15 @@ ROUNDS = 3
 
 
 def _describe(code: Path) -> str:
-    """The commit of a checkout, with ``+changes`` when its package differs from it."""
-    done = subprocess.run(
-        ["git", "-C", str(code), "describe", "--always", "--dirty=+changes", "--exclude=*"],
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip() or str(code)
+    """The commit of the checkout at ``code``, and ``+changes`` when its
+    ``state_middleware`` differs from that commit."""
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(["git", "-C", str(code), *arguments], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or str(code)
+    return commit + ("+changes" if git("status", "--porcelain", "--", "state_middleware") else "")
 
 
 @contextlib.contextmanager
@@ -92,7 +97,7 @@ def _cost_rows(label: str, costs: Sequence[soak.Cost]) -> list[Row]:
             f"{cost.cpu_usec:.0f} us",
             details=f"of which Lua scripts {cost.script_usec:.0f} us; {cost.commands:.1f} "
             f"commands; median turn {cost.latency * 1000:.1f} ms; {MEASURED} turns through "
-            "the SDK, one at a time",
+            f"the SDK, one every {soak.PACE * 1000:.0f} ms",
         )
         for cost in costs
     ]

@@ -5,7 +5,7 @@ the official ``openai`` SDK, with a primary failover in the middle.
     python benchmarks/soak.py --chains 20 --turns 30   # a quick one
     python benchmarks/soak.py --redis single           # one redis-server, no failover
 
-Not a test (CI never runs it); about four minutes on 2 cores. It starts:
+Not a test (CI never runs it); about 70-80 seconds on 2 cores. It starts:
 
 * its own six-node Redis Cluster (``tests/_redis_cluster.py``: three primaries, one
   replica each), or with ``--redis single`` one ``redis-server``;
@@ -29,11 +29,12 @@ digest differs from the one of the chain's own turns, in order: it must never ha
 
 Last, one chain is built to ``--long-chain`` turns through the same two processes, one
 turn at a time; at chain length 10 and at the long length, ``--measured`` more turns
-continue the chain's head, and the Redis CPU they cost is read from ``INFO`` on every
-primary: ``used_cpu_sys + used_cpu_user`` (minus the idle rate measured just before),
-and of that, the time spent in Lua scripts (``INFO commandstats``, ``evalsha``: wall
-time inside Redis, so on a busy machine it can exceed the CPU time); and how many
-commands a turn runs (a script's own included), which timing noise does not blur.
+continue the chain's head, one every ``PACE`` seconds at both lengths, and the Redis
+CPU they cost is read from ``INFO`` on every primary: ``used_cpu_sys + used_cpu_user``
+(minus the idle rate measured just before), and of that, the time spent in Lua scripts
+(``INFO commandstats``, ``evalsha``: wall time inside Redis, so on a busy machine it can
+exceed the CPU time); and how many commands a turn runs (a script's own included),
+which timing noise does not blur.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ CLIENT_ATTEMPTS = 20
 CLIENT_RETRY_DELAY = 0.5  # seconds
 REQUEST_TIMEOUT = 60.0  # seconds, per attempt
 SHORT_CHAIN = 10
+#: seconds from the start of one measured turn to the next, at every chain length (a
+#: turn on a long chain takes longer in the middleware; at its own pace a short chain's
+#: turns would leave Redis less time idle between them, and a Redis woken from idle
+#: spends more CPU on the same commands, which would flatter the short chain)
+PACE = 0.03
 #: where the ``state_middleware`` this script imports is (the middleware processes
 #: import the same one)
 CODE = Path(state_middleware.__file__).resolve().parent.parent
@@ -374,8 +380,8 @@ async def redis_cpu_per_turn(
     measured: int,
 ) -> list[Cost]:
     """Build one chain turn by turn to each of ``lengths``; there, ``measured`` turns
-    continue its head (the chain keeps its length) while the Redis ``primaries`` are
-    watched. Wrong histories raise."""
+    continue its head (the chain keeps its length), one every ``PACE`` seconds, while
+    the Redis ``primaries`` are watched. Wrong histories raise."""
     clients = processes.clients()
     load = Load()
     chain = Chain(0)
@@ -394,6 +400,7 @@ async def redis_cpu_per_turn(
             load.latencies.clear()
             started = time.perf_counter()
             for number in range(measured):
+                await asyncio.sleep(started + number * PACE - time.perf_counter())
                 await chain.turn(clients, length + number, load, extend=False)
             elapsed = time.perf_counter() - started
             done = spent(ports)
@@ -533,7 +540,7 @@ def _report(
                 f"{cost.cpu_usec:.0f} us",
                 details=f"of which Lua scripts {cost.script_usec:.0f} us; "
                 f"{cost.commands:.1f} commands; median turn {_ms(cost.latency)} alone; "
-                f"{arguments.measured} turns, all primaries",
+                f"{arguments.measured} turns one every {PACE * 1000:.0f} ms, all primaries",
             )
         )
     return markdown_table(rows)
