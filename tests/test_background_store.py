@@ -104,9 +104,20 @@ class MemoryTime:
 
 
 class RedisTime:
-    def __init__(self, make_store: Callable[..., Store], url: str) -> None:
+    """Time on Redis' clock. ``node_url(key)`` is the URL of the server holding ``key``
+    (on a cluster, its slot's primary: notifications and ``MONITOR`` are per node)."""
+
+    def __init__(self, make_store: Callable[..., Store], node_url: Callable[[str], str]) -> None:
         self._make_store = make_store
-        self.admin = redis.asyncio.Redis.from_url(url)
+        self._node_url = node_url
+        self._admins: dict[str, Any] = {}
+
+    def admin(self, key: str) -> Any:
+        """A plain client of the server holding ``key``."""
+        url = self._node_url(key)
+        if url not in self._admins:
+            self._admins[url] = redis.asyncio.Redis.from_url(url)
+        return self._admins[url]
 
     def store(self, **options: Any) -> Store:
         return self._make_store(**options)
@@ -124,14 +135,12 @@ class RedisTime:
     async def events_expire(self, store: Store, response_id: str) -> None:
         await self.expired(store, response_id, 1)
 
-    @staticmethod
-    async def expired(store: Store, response_id: str, key_number: int = 2) -> None:
+    async def expired(self, store: Store, response_id: str, key_number: int = 2) -> None:
         """Wait until Redis has expired a key of the response (by default its lease):
         for its notification, or at most its remaining TTL, then look (which expires
         it, if it is due)."""
         key = keys(store, response_id)[key_number]
-        assert isinstance(store, RedisStore)
-        admin = store._current_client()
+        admin = self.admin(key)
         setting = "notify-keyspace-events"
         old = (await admin.config_get(setting))[setting]
         await admin.config_set(setting, "Kgx")
@@ -148,7 +157,7 @@ class RedisTime:
     @contextlib.asynccontextmanager
     async def reader_blocked(self, store: Store, response_id: str) -> AsyncIterator[Any]:
         events_key = keys(store, response_id)[1]
-        async with self.admin.monitor() as monitor:
+        async with self.admin(events_key).monitor() as monitor:
 
             async def blocked(reader: asyncio.Task[Any]) -> None:
                 # Redis shows a command once it ran: the XREAD is blocked in Redis.
@@ -161,7 +170,8 @@ class RedisTime:
             yield blocked
 
     async def aclose(self) -> None:
-        await self.admin.aclose()
+        for admin in self._admins.values():
+            await admin.aclose()
 
 
 def keys(store: Store, response_id: str) -> list[str]:
@@ -177,7 +187,12 @@ async def time(
     if store_kind == "memory":
         yield MemoryTime(make_store)
         return
-    redis_time = RedisTime(make_store, request.getfixturevalue("redis_server"))
+    if store_kind == "redis":
+        url: str = request.getfixturevalue("redis_server")
+        redis_time = RedisTime(make_store, lambda key: url)
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        redis_time = RedisTime(make_store, lambda key: cluster.primary_for(key).url)
     yield redis_time
     await redis_time.aclose()
 
@@ -445,7 +460,8 @@ async def test_recording_renews_the_lease(store: Store, time: Time) -> None:
     if isinstance(time, MemoryTime):
         time.clock.now += 1  # past the first lease, not the renewed one
     else:
-        assert await time.admin.pttl(keys(store, "resp_1")[2]) > TINY_LEASE * 1000
+        lease_key = keys(store, "resp_1")[2]
+        assert await time.admin(lease_key).pttl(lease_key) > TINY_LEASE * 1000
     state = await store.get_background(OWNER, "resp_1")
     assert state is not None
     assert state.status == "in_progress"

@@ -177,19 +177,27 @@ def test_a_primary_failing_over_costs_503s_never_a_wrong_history(
         assert on_victim  # the first chain at least
 
         def go_on(last: str, text: str, stream: bool) -> tuple[str, str] | None:
-            """One more turn: the new last id and its reply, or None for a 503."""
+            """One more turn: the new last id and its reply, or None when it failed
+            as documented (503 ``store_unavailable``; a stream: ``error``, then
+            ``response.failed`` with that code)."""
+            failure: Any
             try:
                 if stream:
                     with client.responses.stream(
                         model="m", input=text, previous_response_id=last
                     ) as events:
                         final = events.get_final_response()
-                    return final.id, final.output_text
-                response = client.responses.create(model="m", input=text, previous_response_id=last)
-                return response.id, response.output_text
+                    if final.status == "completed":
+                        return final.id, final.output_text
+                    failure = (503, {"code": final.error.code if final.error else None})
+                else:
+                    response = client.responses.create(
+                        model="m", input=text, previous_response_id=last
+                    )
+                    return response.id, response.output_text
             except openai.APIStatusError as error:
-                failure: Any = (error.status_code, error.body)
-            except openai.APIError as error:  # a stream ending in error + response.failed
+                failure = (error.status_code, error.body)
+            except openai.APIError as error:  # the SDK raising on the error event
                 stored = "could not be stored (store_unavailable)" not in str(error)
                 failure = (503, {} if stored else {"code": "store_unavailable"})
             assert failure[0] == 503, failure

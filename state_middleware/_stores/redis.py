@@ -47,8 +47,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from .. import _defaults
-from .._ids import derived_from
+from .._ids import derived_from, tree_of
 from .._record import TurnRecord, decode_record, encode_record, record_item_ids
+from .._store import StoreError
 from .redis_background import BackgroundParts
 from .redis_cache import RecordCache
 from .redis_client import import_extra, milliseconds, owner_digest
@@ -192,10 +193,14 @@ class RedisStore(ConversationParts, BackgroundParts):
         tree = self._tree_key(owner, record.id)
         keys = [tree]
         if conversation is not None:
+            if tree_of(conversation) != tree_of(record.id):
+                # its id says where it lives: in another tree, the conversation would
+                # never find it (and a cluster would refuse the script)
+                raise StoreError(f"{record.id} is not an id of conversation {conversation}")
             keys += self._conversation_keys(owner, conversation)
         ids = list(item_ids) if item_ids is not None else record_item_ids(record)
         named = [item_id for item_id in ids if derived_from(item_id) != record.id]
-        talk, kept = self._retention()
+        talk, kept, _ = self._conversation_ttls()
         encoded = encode_record(record)
         args = [
             milliseconds(self.ttl),
@@ -336,11 +341,3 @@ class RedisStore(ConversationParts, BackgroundParts):
 
     def _pending_key(self, owner: str, response_id: str) -> str:
         return f"{self.key_prefix}pending:{self._tag(owner, response_id)}:{response_id}"
-
-    def _retention(self) -> tuple[int, int]:
-        """The TTL of conversations, and of what they name (ms; 0: never expires)."""
-        if self.conversation_ttl is None:
-            return 0, 0
-        return milliseconds(self.conversation_ttl), milliseconds(
-            max(self.ttl, self.conversation_ttl)
-        )

@@ -157,6 +157,14 @@ class RedisClient:
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
         except self._failed as exc:
             raise StoreError(f"Redis refused the operation: {exc}") from exc
+        except AttributeError as exc:
+            # redis-py's asyncio cluster client (7.4 to 8.1 at least) sometimes writes
+            # to a connection it has just dropped, while it (re)learns the cluster's
+            # layout: nothing was sent, so it is a connection lost, and the client
+            # recovers by itself.
+            if "writelines" not in str(exc):
+                raise
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
 
     # -- keys shared by turns and items -------------------------------------------------
     def _turn_base(self, owner: str) -> str:

@@ -1,68 +1,87 @@
 """``RedisStore``'s items, conversations and conversation locks.
 
-Keys (``{owner}`` as in ``redis_client.py``):
+Keys (``{O}`` the owner digest, ``{O.T}`` the hash tag of a tree, as in
+``redis_client.py``; a conversation's ``T`` is the tree of its id, which its turns share):
 
-- ``{key_prefix}item:{owner}:{item id}``: where an item is found by id. ``@`` and a
-  response id for an item of that stored turn (every item id of every turn, derived
-  ones included: only the reference, the item itself lives in the turn), or the item's
-  JSON for an item added by the conversations API. The latest stored wins.
-- ``{key_prefix}conversation:{owner}:{conversation id}``: a hash with ``created_at``,
-  ``metadata`` and ``refreshed`` (when, in Redis' milliseconds, the TTLs of what it
-  names were last refreshed).
-- ``{key_prefix}conversation_items:{owner}:{conversation id}``: the conversation's item
+- ``{key_prefix}tree:{O.T}``: the tree's hash (its turns: see ``redis.py``). A
+  conversation keeps there ``i:{item id}`` for each item it names whose id does not say
+  where it is: the item's JSON (added by the conversations API; one added by id is
+  copied in from wherever it was), or ``@`` and the response id of the turn of this tree
+  whose record holds it. A derived item id of a turn of the tree needs no field.
+- ``{key_prefix}conversation:{O.T}:{conversation id}``: a hash with ``created_at``,
+  ``metadata`` and ``refreshed`` (when, in Redis' milliseconds, the pointer keys of what
+  it names were last refreshed).
+- ``{key_prefix}conversation_items:{O.T}:{conversation id}``: the conversation's item
   ids, oldest first (a list; absent while empty).
-- ``{key_prefix}lock:{owner}:{conversation id}``: the token holding the conversation's
+- ``{key_prefix}lock:{O.T}:{conversation id}``: the token holding the conversation's
   lock, with a TTL of the lease.
+- ``{key_prefix}item:{O}:{item id}`` (no hash tag: spread over a cluster's slots): where
+  ``get_items`` finds an item, ``@`` and a response id (in that turn's record) or ``^``
+  and a conversation id (that conversation's ``i:`` field). The latest stored wins. It is
+  written after what it points at (a pointer to nothing is an item missing). A derived
+  item id needs none: its id says ``@`` and its response id, which is where it is looked
+  for when it has no pointer key (a client may send an id of that form as its own).
 
-Round trips. ``conversation_items`` is one script that reads the id list, the item keys
-and the turns they point into (the items are cut out of the turns here); ``get_items``
-is the same without the list. It raises ``ItemsMissing`` when any item is missing, so a
-conversation is never replayed in part. Every other method is one script too (deleting
-a conversation is one transaction), so nothing is read half written.
+So a conversation is whole in one slot, and every script touches the keys of one slot.
+
+Round trips. ``conversation_items`` is one script reading the list, the ``i:`` fields and
+the turns they name (the items are cut out of the turns here); it raises
+``ItemsMissing`` when any item is missing, so a conversation is never replayed in part.
+``get_items`` is two pipelines: the pointer keys, then one script per tree they name.
+Every other method is one script, plus one pipeline when pointer keys are to be written
+or retimed (adding items, a refresh that is due, deleting a conversation that never
+expires), and ``get_items`` first when items are added by id: a constant number of round
+trips whatever the conversation's length.
 
 Retention. A conversation and its list live ``conversation_ttl`` (by default ``ttl``;
 ``None``: until deleted) from their last use: reading it or its items, adding or
-removing items, appending a turn. Whatever a conversation names (item keys, and the
-turns they point into, which are then ``kept``: deleting the response hides it but keeps
-its items) lives at least ``max(ttl, conversation_ttl)`` plus
-``min(ttl, conversation_ttl) / 64`` from the last refresh, or never expires with
-``conversation_ttl=None``; a conversation in use refreshes all of it when it was last
-refreshed longer ago than that ``/ 64`` (listing its items always does), so an append
-otherwise costs only what it appends.
+removing items, appending a turn. Its tree, and the pointer keys of what it names, live
+``kept``: ``max(ttl, conversation_ttl)`` plus ``min(ttl, conversation_ttl) / 64``, or never
+expire with ``conversation_ttl=None`` (see ``_conversation_ttls``); a turn put into it is
+kept (deleting the response hides it but keeps its items). Each use extends the tree (one
+command); the pointer keys, one per item, are refreshed only when the last refresh is
+that ``/ 64`` old, so they outlive the conversation and an append costs only what it
+appends. Deleting a conversation gives a tree that never expires (and the pointer keys
+into it) the plain ``ttl``; a removed item, like a deleted conversation's, is still found
+by id while its tree lives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .._ids import derived_from
 from .._record import ConversationRecord, decode_record, record_items
 from .._store import ItemsMissing, NewItem
-from .redis_client import RedisClient, milliseconds, owner_digest
+from .redis_client import RedisClient, milliseconds
 from .redis_conversation_scripts import (
     ADD_ITEMS,
     CONVERSATION,
     CONVERSATION_ITEMS,
-    GET_ITEMS,
+    DELETE_CONVERSATION,
     LOCK,
+    READ_FIELDS,
     REMOVE_ITEM,
+    RETIME,
     UNLOCK,
 )
 
 __all__ = ["ConversationParts"]
 
-_REFERENCE = b"@"  # an item key holding this and a response id points into that turn
+_IN_TURN = b"@"  # a value holding this and a response id: the item is in that turn
+_IN_CONVERSATION = b"^"  # a pointer holding this and a conversation id: in its i: field
 
 
 class ConversationParts(RedisClient):
     """Items, conversations and conversation locks (``RedisStore`` composes this)."""
 
     def _load_conversation_scripts(self, client: Any) -> None:
-        self._get_items = client.register_script(GET_ITEMS)
         self._conversation = client.register_script(CONVERSATION)
         self._conversation_items = client.register_script(CONVERSATION_ITEMS)
         self._add_items = client.register_script(ADD_ITEMS)
         self._remove_item = client.register_script(REMOVE_ITEM)
+        self._delete_conversation = client.register_script(DELETE_CONVERSATION)
         self._lock = client.register_script(LOCK)
         self._unlock = client.register_script(UNLOCK)
 
@@ -71,18 +90,34 @@ class ConversationParts(RedisClient):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
+        base = self._item_base(owner)
         with self._errors():
-            values, records = await self._get_items(
-                keys=[], args=[*self._context(owner), *wanted], client=self._current_client()
-            )
-        return _resolve(wanted, values, records)
+            client = self._current_client()
+            async with client.pipeline(transaction=False) as pipe:
+                for item_id in wanted:
+                    pipe.get(base + item_id)
+                stored: list[bytes | None] = await pipe.execute()
+            pointers = {
+                item_id: pointer
+                for item_id, value in zip(wanted, stored, strict=True)
+                if (pointer := _pointer(item_id, value)) is not None
+            }
+            fields = await self._read_fields(client, owner, pointers)
+        turns = _Turns(fields)
+        found: dict[str, bytes] = {}
+        for item_id, pointer in pointers.items():
+            value = pointer if pointer.startswith(_IN_TURN) else fields.get("i:" + item_id)
+            item = turns.item(item_id, value)
+            if item is not None:
+                found[item_id] = item
+        return found
 
     # -- conversations ----------------------------------------------------------------
     async def create_conversation(
         self, owner: str, conversation: ConversationRecord, items: Sequence[NewItem]
     ) -> None:
-        keys = self._conversation_keys(owner, conversation.id)
-        await self._add(owner, keys, [conversation.created_at, conversation.metadata], items)
+        create = [conversation.created_at, conversation.metadata]
+        await self._add(owner, conversation.id, create, items)
 
     async def get_conversation(self, owner: str, conversation_id: str) -> ConversationRecord | None:
         return await self._use_conversation(owner, conversation_id, [])
@@ -93,44 +128,56 @@ class ConversationParts(RedisClient):
         return await self._use_conversation(owner, conversation_id, [metadata])
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
-        record_key, list_key = self._conversation_keys(owner, conversation_id)
         with self._errors():
-            async with self._current_client().pipeline(transaction=True) as pipe:
-                pipe.delete(record_key)
-                pipe.delete(list_key)
-                deleted, _ = await pipe.execute()
-        return bool(deleted)
+            client = self._current_client()
+            named: list[bytes] | None = await self._delete_conversation(
+                keys=self._talk_keys(owner, conversation_id),
+                args=[milliseconds(self.ttl)],
+                client=client,
+            )
+            if named:
+                await self._retime(client, owner, conversation_id, named)
+        return named is not None
 
     async def conversation_items(
         self, owner: str, conversation_id: str
     ) -> list[tuple[str, bytes]] | None:
         with self._errors():
+            client = self._current_client()
             found = await self._conversation_items(
-                keys=self._conversation_keys(owner, conversation_id),
-                args=self._context(owner),
-                client=self._current_client(),
+                keys=self._talk_keys(owner, conversation_id),
+                args=self._conversation_ttls(),
+                client=client,
             )
-        if found is None:
-            return None
-        encoded_ids, values, records = found
-        ids = [item_id.decode() for item_id in encoded_ids]
-        items = _resolve(ids, values, records)
-        for item_id in ids:
-            if item_id not in items:
+            if found is None:
+                return None
+            encoded_ids, values, records, refresh = found
+            await self._after_use(client, owner, refresh)
+        turns = _Turns(_pairs(records))
+        items: list[tuple[str, bytes]] = []
+        for encoded_id, value in zip(encoded_ids, values, strict=True):
+            item_id = encoded_id.decode()
+            item = turns.item(item_id, value)
+            if item is None:
                 raise ItemsMissing(f"item {item_id} is no longer stored")
-        return [(item_id, items[item_id]) for item_id in ids]
+            items.append((item_id, item))
+        return items
 
     async def add_items(self, owner: str, conversation_id: str, items: Sequence[NewItem]) -> bool:
-        keys = self._conversation_keys(owner, conversation_id)
-        return await self._add(owner, keys, ["", ""], items)
+        return await self._add(owner, conversation_id, ["", ""], items)
 
     async def remove_item(self, owner: str, conversation_id: str, item_id: str) -> bool:
         with self._errors():
-            removed = await self._remove_item(
-                keys=self._conversation_keys(owner, conversation_id),
-                args=[*self._context(owner), item_id],
-                client=self._current_client(),
+            client = self._current_client()
+            found = await self._remove_item(
+                keys=self._talk_keys(owner, conversation_id),
+                args=[*self._conversation_ttls(), item_id],
+                client=client,
             )
+            if found is None:
+                return False
+            removed, refresh = found
+            await self._after_use(client, owner, refresh)
         return bool(removed)
 
     # -- conversation locks -----------------------------------------------------------
@@ -154,84 +201,176 @@ class ConversationParts(RedisClient):
             )
 
     # -- internals --------------------------------------------------------------------
+    def _conversation_ttls(self) -> tuple[int, int, int]:
+        """What the conversation scripts get first (``ITEM_HELPERS``' ARGV[1..3]), in
+        milliseconds: the TTL of a conversation and its list (``talk``), the TTL of what
+        it names (``kept``: its tree hash and the pointer keys of its items), and how
+        often a conversation in use refreshes those pointer keys (``every``). ``talk``
+        and ``kept`` are 0 (never expire) with ``conversation_ttl=None``.
+
+        ``kept`` is ``max(ttl, conversation_ttl) + every``: a pointer key refreshed (or
+        written) at most ``every`` before the conversation's last use outlives it. ``PUT``
+        gives a turn put into a conversation, and the pointer keys of its items, ``kept``.
+        """
+        if self.conversation_ttl is None:
+            return 0, 0, milliseconds(self.ttl / 64)
+        every = milliseconds(min(self.ttl, self.conversation_ttl) / 64)
+        kept = milliseconds(max(self.ttl, self.conversation_ttl)) + every
+        return milliseconds(self.conversation_ttl), kept, every
+
     async def _add(
-        self, owner: str, keys: list[str], create: list[Any], items: Sequence[NewItem]
+        self, owner: str, conversation_id: str, create: list[Any], items: Sequence[NewItem]
     ) -> bool:
         """Create a conversation (``create``: created_at and metadata) or add to one
-        (``create``: two empty strings), all items or none."""
+        (``create``: two empty strings), all items or none. An item given by id only is
+        looked up first and copied in."""
+        attached = [item_id for item_id, value in items if value is None]
+        stored = await self.get_items(owner, attached) if attached else {}
+        missing = next((item_id for item_id in attached if item_id not in stored), "")
+        values = [stored.get(item_id, b"") if value is None else value for item_id, value in items]
         args = [
-            *self._context(owner),
+            *self._conversation_ttls(),
             *create,
+            missing,
             *(item_id for item_id, _ in items),
-            *(value or b"" for _, value in items),
+            *values,
         ]
         with self._errors():
-            added = await self._add_items(keys=keys, args=args, client=self._current_client())
+            client = self._current_client()
+            added = await self._add_items(
+                keys=self._talk_keys(owner, conversation_id), args=args, client=client
+            )
+            if isinstance(added, list):
+                written = [item_id for item_id, _ in items]
+                await self._after_use(client, owner, added, conversation_id, written)
         if isinstance(added, bytes):
             raise ItemsMissing(f"no stored item with id {added.decode()!r}")
-        return bool(added)
+        return added is not None
 
     async def _use_conversation(
         self, owner: str, conversation_id: str, metadata: list[bytes]
     ) -> ConversationRecord | None:
         with self._errors():
+            client = self._current_client()
             found = await self._conversation(
-                keys=self._conversation_keys(owner, conversation_id),
-                args=[*self._context(owner), *metadata],
-                client=self._current_client(),
+                keys=self._talk_keys(owner, conversation_id),
+                args=[*self._conversation_ttls(), *metadata],
+                client=client,
             )
-        if found is None:
-            return None
-        created_at, stored_metadata = found
+            if found is None:
+                return None
+            created_at, stored_metadata, refresh = found
+            await self._after_use(client, owner, refresh)
         return ConversationRecord(conversation_id, int(created_at), stored_metadata)
 
+    async def _after_use(
+        self,
+        client: Any,
+        owner: str,
+        refresh: Sequence[bytes],
+        conversation_id: str = "",
+        added: Sequence[str] = (),
+    ) -> None:
+        """One pipeline (none if there is nothing to do): the pointer keys of ``refresh``
+        live ``kept`` more, and those of ``added`` (the items the API just put in the
+        conversation) point at it from now on."""
+        if not refresh and not added:
+            return
+        _, kept, _ = self._conversation_ttls()
+        base = self._item_base(owner).encode()
+        pointer = _IN_CONVERSATION + conversation_id.encode()
+        async with client.pipeline(transaction=False) as pipe:
+            for item_id in refresh:
+                pipe.pexpire(base + item_id, kept)
+            for added_id in dict.fromkeys(added):
+                pipe.set(base + added_id.encode(), pointer, px=kept or None)
+            await pipe.execute()
+
+    async def _read_fields(
+        self, client: Any, owner: str, pointers: Mapping[str, bytes]
+    ) -> dict[str, bytes]:
+        """The tree fields the pointers name (and the turns their ``i:`` fields name),
+        one script per tree, all in one pipeline."""
+        wanted: dict[str, dict[str, None]] = {}
+        for item_id, pointer in pointers.items():
+            holder = pointer[1:].decode()
+            field = "r:" + holder if pointer.startswith(_IN_TURN) else "i:" + item_id
+            wanted.setdefault(self._tree_key(owner, holder), {})[field] = None
+        if not wanted:
+            return {}
+        async with client.pipeline(transaction=False) as pipe:
+            for tree, fields in wanted.items():
+                pipe.eval(READ_FIELDS, 1, tree, *fields)
+            replies: list[list[bytes | None]] = await pipe.execute()
+        return {field: value for reply in replies for field, value in _pairs(reply).items()}
+
+    async def _retime(
+        self, client: Any, owner: str, conversation_id: str, named: Sequence[bytes]
+    ) -> None:
+        """Pointer keys into a deleted conversation's tree that never expired get the
+        plain ``ttl``, as the tree did; ``named``: item id, then ``@`` and a response id
+        or ``^`` (the conversation's own), for each."""
+        base = self._item_base(owner).encode()
+        ttl = milliseconds(self.ttl)
+        async with client.pipeline(transaction=False) as pipe:
+            for item_id, kind in zip(named[::2], named[1::2], strict=True):
+                held = kind + conversation_id.encode() if kind == _IN_CONVERSATION else kind
+                pipe.eval(RETIME, 1, base + item_id, held, ttl)
+            await pipe.execute()
+
+    # -- keys -------------------------------------------------------------------------
     def _conversation_keys(self, owner: str, conversation_id: str) -> list[str]:
-        """The conversation's key and the key of its list of item ids."""
-        digest = owner_digest(owner)
+        """The conversation's hash and its list of item ids (in its tree's slot)."""
+        tag = self._tag(owner, conversation_id)
         return [
-            f"{self.key_prefix}conversation:{digest}:{conversation_id}",
-            f"{self.key_prefix}conversation_items:{digest}:{conversation_id}",
+            f"{self.key_prefix}conversation:{tag}:{conversation_id}",
+            f"{self.key_prefix}conversation_items:{tag}:{conversation_id}",
         ]
 
+    def _talk_keys(self, owner: str, conversation_id: str) -> list[str]:
+        """The KEYS of every conversation script: its tree, its hash, its list."""
+        tree = self._tree_key(owner, conversation_id)
+        return [tree, *self._conversation_keys(owner, conversation_id)]
+
     def _lock_key(self, owner: str, conversation_id: str) -> str:
-        return f"{self.key_prefix}lock:{owner_digest(owner)}:{conversation_id}"
-
-    def _context(self, owner: str) -> list[str | int]:
-        """What every item and conversation script gets first: the owner's item and turn
-        key bases, the conversation TTL, the TTL of what a conversation names, and how
-        often a conversation in use refreshes what it names (milliseconds; 0: never
-        expires).
-
-        What a conversation names lives ``max(ttl, conversation_ttl)`` from its last
-        refresh, plus the refresh interval: so it outlives the conversation, which
-        refreshes it at least that often while in use."""
-        if self.conversation_ttl is None:
-            talk = kept = 0
-            every = milliseconds(self.ttl / 64)
-        else:
-            talk = milliseconds(self.conversation_ttl)
-            every = milliseconds(min(self.ttl, self.conversation_ttl) / 64)
-            kept = milliseconds(max(self.ttl, self.conversation_ttl)) + every
-        return [self._item_base(owner), self._turn_base(owner), talk, kept, every]
+        return f"{self.key_prefix}lock:{self._tag(owner, conversation_id)}:{conversation_id}"
 
 
-def _resolve(
-    ids: Sequence[str], values: Sequence[bytes | None], records: Sequence[bytes]
-) -> dict[str, bytes]:
-    """The JSON of each id found, from what a script read: per id its item JSON or a
-    reference to a turn, and the turns referenced (response id, record, ...)."""
-    turns = {
-        response_id: dict(record_items(decode_record(data)))
-        for response_id, data in zip(records[::2], records[1::2], strict=True)
+class _Turns:
+    """The records read from a tree (``r:{response id}`` fields), whose items are cut
+    out when first asked for."""
+
+    def __init__(self, fields: Mapping[str, bytes]) -> None:
+        self._fields = fields
+        self._items: dict[bytes, dict[str, bytes]] = {}
+
+    def item(self, item_id: str, value: bytes | None) -> bytes | None:
+        """What an item's value stands for: its JSON, or for ``@`` and a response id the
+        item of that id in that turn's record; None when it (or the turn) is gone."""
+        if value is None or not value.startswith(_IN_TURN):
+            return value
+        items = self._items.get(value)
+        if items is None:
+            record = self._fields.get("r:" + value[1:].decode())
+            items = {} if record is None else dict(record_items(decode_record(record)))
+            self._items[value] = items
+        return items.get(item_id)
+
+
+def _pointer(item_id: str, stored: bytes | None) -> bytes | None:
+    """Where ``get_items`` looks for an item: its pointer key's value, else what a
+    derived id says; None for nowhere (or a value of another form)."""
+    if stored is not None and stored[:1] in (_IN_TURN, _IN_CONVERSATION):
+        return stored
+    response_id = derived_from(item_id) if stored is None else None
+    return None if response_id is None else _IN_TURN + response_id.encode()
+
+
+def _pairs(flat: Iterable[bytes | None]) -> dict[str, bytes]:
+    """Field and value pairs of a script's flat reply, the fields that have a value."""
+    values = iter(flat)
+    return {
+        field.decode(): value
+        for field, value in zip(values, values, strict=True)
+        if field is not None and value is not None
     }
-    found: dict[str, bytes] = {}
-    for item_id, value in zip(ids, values, strict=True):
-        if value is None:
-            continue
-        if value.startswith(_REFERENCE):
-            item = turns.get(value[1:], {}).get(item_id)
-            if item is not None:
-                found[item_id] = item
-        else:
-            found[item_id] = value
-    return found

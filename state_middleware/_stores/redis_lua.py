@@ -1,10 +1,11 @@
 """Lua helpers that ``RedisStore``'s scripts begin with (each script is its helpers and
 its body, sent as one text, so a helper costs no round trip).
 
-TTLs are in milliseconds; a TTL of 0 means "never expires". Keys a script builds itself
-come from the bases it is given (``turns``, ``items``): every key of one owner.
-``ITEM_HELPERS`` serve the conversation scripts and ``PUT`` (which appends a turn's
-items to a conversation); ``TTL_HELPERS`` every script that sets a TTL.
+TTLs are in milliseconds; a TTL of 0 means "never expires". A script touches only the
+keys it is given in ``KEYS``, all in one Redis Cluster slot (they share a hash tag).
+``TTL_HELPERS`` serve every script that sets a TTL; ``ITEM_HELPERS`` the conversation
+scripts (``redis_conversation_scripts.py``), whose ``KEYS`` are a conversation's tree
+hash, its hash and its list of item ids.
 """
 
 __all__ = ["ITEM_HELPERS", "TTL_HELPERS"]
@@ -38,18 +39,17 @@ local function extend(key, ttl)
 end
 """
 
-# Helpers for scripts about items and conversations. ARGV[1..5]: item key base, turn
-# key base, conversation ttl, ttl of what a conversation names ("kept"), how often a
-# conversation in use refreshes what it names.
+# Helpers for the conversation scripts. ARGV[1..3]: the conversation ttl, the ttl of what
+# a conversation names ("kept": its tree hash and the pointer keys of its items) and how
+# often a conversation in use refreshes those pointer keys (as ``_conversation_ttls``).
 ITEM_HELPERS = (
     TTL_HELPERS
     + """
-local items, turns = ARGV[1], ARGV[2]
-local talk_ttl, kept_ttl, every = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local REFERENCE = 64 -- '@': an item key holding '@' and a response id points into a turn
+local talk_ttl, kept_ttl, every = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local REFERENCE = 64 -- '@': a value holding '@' and a response id names that turn's item
 
 -- The response an id of derived_item_id's form points into ('resp_' and the part
--- between the prefix and the position), or nil: such ids have no item key.
+-- between the prefix and the position), or nil.
 local function derived(id)
   local middle = string.match(id, '^%l+_(%w+)_%d+$')
   if middle and #id <= 256 and not string.find(middle, '_', 1, true) then
@@ -58,79 +58,45 @@ local function derived(id)
   return nil
 end
 
--- The value of each item id (its JSON, '@' and a response id, or false) and, for the
--- turns those name, their record (`records`) or true (false for a turn that is gone).
--- With `keep`, every item and turn found lives at least `kept_ttl` and turns are kept.
-local function gather(ids, keep, records)
-  local values, held = {}, {}
-  for _, id in ipairs(ids) do
-    if values[id] == nil then
-      local key = items .. id
-      local value = redis.call('GET', key)
-      if not value then
-        local response_id = derived(id)
-        if response_id then
-          value = '@' .. response_id
-        end
-      end
-      values[id] = value
-      if value and keep then
-        extend(key, kept_ttl)
-      end
-      if value and string.byte(value, 1) == REFERENCE then
-        local response_id = string.sub(value, 2)
-        if held[response_id] == nil then
-          local turn = turns .. response_id
-          local found
-          if records then
-            found = redis.call('HGET', turn, 'record')
-          else
-            found = redis.call('EXISTS', turn) == 1
-          end
-          held[response_id] = found
-          if found and keep then
-            extend(turn, kept_ttl)
-            redis.call('HSET', turn, 'kept', 1)
-          end
-        end
-      end
-    end
-  end
-  return values, held
-end
-
--- The values of `ids` in order, and the records of the turns they point into as
--- response id, record pairs.
-local function reply(ids, values, held)
-  local found, records = {}, {}
-  for i, id in ipairs(ids) do
-    found[i] = values[id]
-  end
-  for response_id, record in pairs(held) do
-    if record then
-      records[#records + 1] = response_id
-      records[#records + 1] = record
-    end
-  end
-  return {found, records}
-end
-
--- Whether a conversation exists; if it does and it has not refreshed what it names
--- for `every`, it does so now.
-local function use(conversation, list)
-  if redis.call('EXISTS', conversation) == 0 then
-    return false
+-- Whether the pointer keys of what a conversation names are due for a refresh (the
+-- last one is `every` old); if so, the refresh counts as done now.
+local function refresh_due(conversation)
+  if kept_ttl == 0 then
+    return false -- they never expire
   end
   local now = now_ms()
-  if now - tonumber(redis.call('HGET', conversation, 'refreshed') or '0') >= every then
-    gather(redis.call('LRANGE', list, 0, -1), true, false)
-    redis.call('HSET', conversation, 'refreshed', now)
+  if now - tonumber(redis.call('HGET', conversation, 'refreshed') or '0') < every then
+    return false
   end
+  redis.call('HSET', conversation, 'refreshed', now)
   return true
 end
 
--- A conversation's TTL starts again (after any write: RPUSH makes a list with none).
-local function slide(conversation, list)
+-- The ids the list names that have a pointer key (an `i:` field in the tree), once
+-- each, if their refresh is due; else none.
+local function due(tree, conversation, list)
+  local ids, seen = {}, {}
+  if not refresh_due(conversation) then
+    return ids
+  end
+  for _, id in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    if not seen[id] and redis.call('HEXISTS', tree, 'i:' .. id) == 1 then
+      ids[#ids + 1] = id
+    end
+    seen[id] = true
+  end
+  return ids
+end
+
+-- After a use: the tree lives at least `kept_ttl` more (`fresh`: this script made it,
+-- so it has no TTL yet), the conversation and its list `talk_ttl` from now (RPUSH makes
+-- a list without one).
+local function live(tree, conversation, list, fresh)
+  if fresh then
+    expire(tree, kept_ttl)
+  else
+    extend(tree, kept_ttl)
+  end
   expire(conversation, talk_ttl)
   expire(list, talk_ttl)
 end
@@ -138,14 +104,6 @@ end
 local function push(list, values, first, last)
   for start = first, last, 1000 do
     redis.call('RPUSH', list, unpack(values, start, math.min(start + 999, last)))
-  end
-end
-
-local function set(key, value, ttl)
-  if ttl == 0 then
-    redis.call('SET', key, value)
-  else
-    redis.call('SET', key, value, 'PX', ttl)
   end
 end
 """

@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = ["serves_cluster"]
 
+
 def serves_cluster(new_client: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> bool:
     """Whether the server that ``new_client()`` reaches says ``cluster_enabled:1``.
 
