@@ -20,7 +20,10 @@ and is streamed or JSON in turn (and sends its input as a string or as an item l
 Each client is an ``AsyncOpenAI`` with ``max_retries`` high enough to ride out a
 failover (503s are retried by the SDK). When half the turns are done, the primary of
 one third of the slots is killed (SIGKILL); the run goes on while its replica takes
-over, and the dead node is restarted as a replica.
+over, and the dead node is restarted as a replica. The first turns are the first
+requests the processes' Redis clients see (``--warm-up`` sends one turn through each
+process before), and statuses and errors are counted by phase: first turns, steady,
+primary down, replica promoted, node rejoined.
 
 A turn the client sees fail after the SDK's retries is counted by kind and sent again;
 one whose ``previous_response_id`` is not found (a write lost with the dead primary) is
@@ -562,7 +565,11 @@ async def _soak(arguments: argparse.Namespace) -> str:
             port = redis_port(url)
             primaries, midway = (lambda: [port]), None
         processes = stack.enter_context(serve(nodes))
-        # No warm-up: the first turns meet clients that have not connected yet.
+        if arguments.warm_up:  # one turn per process, so no Redis client is new
+            warm = await run_load(processes, len(processes.urls), 1)
+            if warm.errors or warm.wrong:
+                raise RuntimeError(f"the warm-up failed: {warm.wrong} {dict(warm.errors)}")
+            processes.statuses.clear()
         load = await run_load(processes, arguments.chains, arguments.turns, midway)
         statuses = Counter(processes.statuses)
         lengths = [SHORT_CHAIN, arguments.long_chain]
@@ -579,6 +586,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-failover", dest="failover", action="store_false", help="kill no primary"
+    )
+    parser.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="one turn through each process first (by default the first turns of the "
+        "chains are the first the processes' Redis clients see)",
     )
     parser.add_argument("--long-chain", type=int, default=1000, help="the long chain's length")
     parser.add_argument("--measured", type=int, default=50, help="turns per CPU measurement")
