@@ -76,6 +76,7 @@ __all__ = [
     "Processes",
     "Spent",
     "cluster_primaries",
+    "idle",
     "redis_cpu_per_turn",
     "redis_port",
     "run_load",
@@ -363,6 +364,15 @@ def spent(ports: Sequence[int]) -> Spent:
     return Spent(cpu, usec, commands)
 
 
+async def idle(ports: Sequence[int], seconds: float = 1.0) -> tuple[Spent, float]:
+    """What the Redis servers on ``ports`` have done so far, after ``seconds`` of
+    nothing to do, and the CPU seconds per second they spent doing it."""
+    before = spent(ports)
+    await asyncio.sleep(seconds)
+    after = spent(ports)
+    return after, (after.cpu - before.cpu) / seconds
+
+
 @dataclass(frozen=True)
 class Cost:
     """Redis work of a turn at one chain length: microseconds of CPU (idle rate taken
@@ -396,10 +406,7 @@ async def redis_cpu_per_turn(
             for number in range(3):  # warm-up: each process loads the chain once
                 await chain.turn(clients, length + number, load, extend=False)
             ports = primaries()
-            idle_from = spent(ports)
-            await asyncio.sleep(1.0)
-            idle_to = spent(ports)
-            idle_rate = idle_to.cpu - idle_from.cpu
+            idle_to, idle_rate = await idle(ports)
             load.latencies.clear()
             started = time.perf_counter()
             for number in range(measured):
