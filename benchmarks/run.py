@@ -13,6 +13,11 @@ Prints one markdown table. Sections:
   100- and 1000-turn chains (<= 1.5);
 * ``websocket`` WebSocket mode against HTTP: request bytes per turn of a Codex-like
   session, per-turn latency (``bench_websocket.py``).
+* ``cluster``  Redis CPU per turn at chain length 10, 100 and 1000 before and after the
+  cluster layout, and one Redis node against a three-primary cluster under the same SDK
+  load (``bench_cluster.py``).
+
+``soak.py`` (100 chains x 100 turns on a cluster, with a failover) runs on its own.
 
 The HTTP sections run each app in its own uvicorn subprocess (the client stays in this
 process, with one kept-alive connection per server) and interleave bare and wrapped
@@ -304,6 +309,14 @@ def websocket() -> list[Row]:
     return bench_websocket.rows()
 
 
+def cluster() -> list[Row]:
+    """Redis work per turn by chain length, before and after the cluster layout; one
+    node against a cluster (``bench_cluster.py``)."""
+    import bench_cluster
+
+    return bench_cluster.rows()
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency", latency),
     ("stream", stream),
@@ -315,6 +328,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("background", background),
     ("metrics", metrics),
     ("websocket", websocket),
+    ("cluster", cluster),
 ]
 
 
