@@ -503,7 +503,11 @@ async def test_each_background_call_is_one_round_trip(redis_url: str) -> None:
         # nothing to read yet: the look, then one blocking read
         waiting = await round_trips(lambda: store.read_events(OWNER, "resp_2", -1, 0.01))
         await running(store, "resp_3", lease=TINY_LEASE)
-        await RedisTime.expired(store, "resp_3")
+        watcher = RedisTime(lambda **_: store, lambda _: redis_url)
+        try:
+            await watcher.expired(store, "resp_3")
+        finally:
+            await watcher.aclose()
         lost = await round_trips(lambda: store.get_background(OWNER, "resp_3"))
     finally:
         await store.aclose()

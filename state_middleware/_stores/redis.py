@@ -228,7 +228,7 @@ class RedisStore(ConversationParts, BackgroundParts):
             *named,
         ]
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             joined = await self._put(keys=keys, args=args, client=client)
             if named:  # found by id from now on: written after what they point at
                 life = kept if joined else milliseconds(self.ttl)
@@ -244,7 +244,9 @@ class RedisStore(ConversationParts, BackgroundParts):
         held = self._cache.get(digest, response_id)
         first = ("c:" if held is not None else "r:") + response_id
         with self._errors():
-            found, deleted = await self._current_client().hmget(tree, first, "d:" + response_id)
+            found, deleted = await (await self._ready_client()).hmget(
+                tree, first, "d:" + response_id
+            )
         if found is None or deleted is not None:
             return None
         if held is None:
@@ -276,7 +278,7 @@ class RedisStore(ConversationParts, BackgroundParts):
 
     async def delete(self, owner: str, response_id: str) -> bool:
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             dropped: list[bytes] | None = await self._delete(
                 keys=[self._tree_key(owner, response_id)],
                 args=[response_id, _MAX_DEPTH],
@@ -301,25 +303,25 @@ class RedisStore(ConversationParts, BackgroundParts):
             found: list[bytes] | None = await self._get_chain(
                 keys=[tree],
                 args=[head, milliseconds(self.ttl), start, _MAX_DEPTH, *known],
-                client=self._current_client(),
+                client=await self._ready_client(),
             )
         return found
 
     # -- pending marks ----------------------------------------------------------------
     async def begin(self, owner: str, response_id: str) -> None:
         with self._errors():
-            await self._current_client().set(
+            await (await self._ready_client()).set(
                 self._pending_key(owner, response_id), b"1", px=milliseconds(self.pending_ttl)
             )
 
     async def end(self, owner: str, response_id: str) -> None:
         with self._errors():
-            await self._current_client().delete(self._pending_key(owner, response_id))
+            await (await self._ready_client()).delete(self._pending_key(owner, response_id))
 
     async def wait(self, owner: str, response_id: str, timeout: float) -> bool:
         key = self._pending_key(owner, response_id)
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             if not await client.exists(key):
                 return False
             deadline = time.monotonic() + timeout
@@ -336,7 +338,7 @@ class RedisStore(ConversationParts, BackgroundParts):
         base = self._note_base(owner)
         ttl = milliseconds(self.ttl)
         with self._errors():
-            async with self._current_client().pipeline(transaction=False) as pipe:
+            async with (await self._ready_client()).pipeline(transaction=False) as pipe:
                 for key, value in notes.items():
                     pipe.set(base + key, value, px=ttl)
                 await pipe.execute()
@@ -346,7 +348,7 @@ class RedisStore(ConversationParts, BackgroundParts):
             return {}
         base = self._note_base(owner)
         with self._errors():
-            values = await self._current_client().mget([base + key for key in keys])
+            values = await (await self._ready_client()).mget([base + key for key in keys])
         return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
     # -- keys -------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class BackgroundParts(RedisClient):
             await self._start_background(
                 keys=self._background_keys(owner, response_id),
                 args=args,
-                client=self._current_client(),
+                client=await self._ready_client(),
             )
 
     async def record_events(
@@ -113,7 +113,9 @@ class BackgroundParts(RedisClient):
         keys = self._background_keys(owner, response_id)
         args = [status, milliseconds(lease), milliseconds(self.ttl), *events]
         with self._errors():
-            stop = await self._record_events(keys=keys, args=args, client=self._current_client())
+            stop = await self._record_events(
+                keys=keys, args=args, client=await self._ready_client()
+            )
         if isinstance(stop, bytes):  # its lease had ended: it is lost, whoever runs it
             await self._fail(keys, stop)
             return True
@@ -131,7 +133,7 @@ class BackgroundParts(RedisClient):
         args = [status, response, milliseconds(self.event_ttl), milliseconds(self.ttl)]
         with self._errors():
             ended = await self._finish_background(
-                keys=keys, args=[*args, *events], client=self._current_client()
+                keys=keys, args=[*args, *events], client=await self._ready_client()
             )
         if isinstance(ended, bytes):
             await self._fail(keys, ended)
@@ -139,13 +141,13 @@ class BackgroundParts(RedisClient):
     async def get_background(self, owner: str, response_id: str) -> BackgroundState | None:
         keys = self._background_keys(owner, response_id)
         with self._errors():
-            found = await self._background(keys=keys, client=self._current_client())
+            found = await self._background(keys=keys, client=await self._ready_client())
         return await self._settle(keys, found)
 
     async def cancel_background(self, owner: str, response_id: str) -> BackgroundState | None:
         keys = self._background_keys(owner, response_id)
         with self._errors():
-            found = await self._cancel_background(keys=keys, client=self._current_client())
+            found = await self._cancel_background(keys=keys, client=await self._ready_client())
         return await self._settle(keys, found)
 
     async def read_events(
@@ -154,7 +156,9 @@ class BackgroundParts(RedisClient):
         keys = self._background_keys(owner, response_id)
         cursor = f"0-{max(after, -1) + 1}"  # the stream id of event number `after`
         with self._errors():
-            found = await self._read_events(keys=keys, args=[cursor], client=self._current_client())
+            found = await self._read_events(
+                keys=keys, args=[cursor], client=await self._ready_client()
+            )
         if found is None:
             return None
         state, entries = found
@@ -164,7 +168,7 @@ class BackgroundParts(RedisClient):
             # events that say so were appended: read them too
             with self._errors():
                 found = await self._read_events(
-                    keys=keys, args=[cursor], client=self._current_client()
+                    keys=keys, args=[cursor], client=await self._ready_client()
                 )
             if found is None:
                 return None
@@ -199,7 +203,7 @@ class BackgroundParts(RedisClient):
         ]
         with self._errors():
             found: list[Any] | None = await self._fail_lost(
-                keys=keys, args=args, client=self._current_client()
+                keys=keys, args=args, client=await self._ready_client()
             )
         return found
 
@@ -223,7 +227,9 @@ class BackgroundParts(RedisClient):
             if block <= 0:
                 return []
             with self._errors():
-                reply = await self._current_client().xread({key: cursor}, block=milliseconds(block))
+                reply = await (await self._ready_client()).xread(
+                    {key: cursor}, block=milliseconds(block)
+                )
         finally:
             slots.release()
         return _read_entries(reply)

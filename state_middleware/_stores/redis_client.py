@@ -104,13 +104,25 @@ class RedisClient:
         self._client = client
         self._new_client: Callable[[], Any] | None = None  # set when the store owns clients
         self._loop_clients: dict[asyncio.AbstractEventLoop, tuple[Any, asyncio.Task[None]]] = {}
-        exceptions = import_extra(f"{_client_library(client)}.exceptions")
+        library = _client_library(client)
+        exceptions = import_extra(f"{library}.exceptions")
         self._unavailable: tuple[type[BaseException], ...] = (
             exceptions.ConnectionError,
             exceptions.TimeoutError,
             OSError,
             TimeoutError,
+            # a cluster without a primary for the slot, yet: a failover under way
+            exceptions.ClusterDownError,
+            exceptions.TryAgainError,
+            exceptions.SlotNotCoveredError,
+            # no node of the cluster answers
+            getattr(
+                exceptions,
+                "RedisClusterException" if library == "redis" else "ValkeyClusterException",
+            ),
         )
+        #: cluster clients already initialised, or being (by id; the client is kept)
+        self._initialized: dict[int, tuple[Any, asyncio.Future[Any]]] = {}
         self._failed: type[BaseException] = (
             exceptions.ValkeyError if hasattr(exceptions, "ValkeyError") else exceptions.RedisError
         )
@@ -127,6 +139,23 @@ class RedisClient:
             closer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await closer
+
+    async def _ready_client(self) -> Any:
+        """The client to use from the running event loop, ready: a cluster client is
+        initialised (it learns the cluster's layout) once, before its first command.
+        redis-py's asyncio cluster client, given many concurrent first commands, fails
+        some of them (``benchmarks/cluster_race.py``); after ``initialize()`` none."""
+        client = self._current_client()
+        if not hasattr(client, "nodes_manager"):  # not a cluster client
+            return client
+        entry = self._initialized.get(id(client))
+        if entry is None or (entry[1].done() and entry[1].exception() is not None):
+            entry = self._initialized[id(client)] = (
+                client,
+                asyncio.ensure_future(client.initialize()),
+            )
+        await asyncio.shield(entry[1])
+        return client
 
     def _current_client(self) -> Any:
         """The client to use from the running event loop."""
@@ -146,6 +175,7 @@ class RedisClient:
             await loop.create_future()
         finally:
             self._loop_clients.pop(loop, None)
+            self._initialized.pop(id(client), None)
             with contextlib.suppress(*self._unavailable, self._failed):
                 await client.aclose()  # a dead connection needs no goodbye
 

@@ -92,7 +92,7 @@ class ConversationParts(RedisClient):
             return {}
         base = self._item_base(owner)
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             async with client.pipeline(transaction=False) as pipe:
                 for item_id in wanted:
                     pipe.get(base + item_id)
@@ -129,7 +129,7 @@ class ConversationParts(RedisClient):
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             named: list[bytes] | None = await self._delete_conversation(
                 keys=self._talk_keys(owner, conversation_id),
                 args=[milliseconds(self.ttl)],
@@ -143,7 +143,7 @@ class ConversationParts(RedisClient):
         self, owner: str, conversation_id: str
     ) -> list[tuple[str, bytes]] | None:
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             found = await self._conversation_items(
                 keys=self._talk_keys(owner, conversation_id),
                 args=self._conversation_ttls(),
@@ -168,7 +168,7 @@ class ConversationParts(RedisClient):
 
     async def remove_item(self, owner: str, conversation_id: str, item_id: str) -> bool:
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             found = await self._remove_item(
                 keys=self._talk_keys(owner, conversation_id),
                 args=[*self._conversation_ttls(), item_id],
@@ -188,7 +188,7 @@ class ConversationParts(RedisClient):
             taken = await self._lock(
                 keys=[self._lock_key(owner, conversation_id)],
                 args=[token, milliseconds(lease)],
-                client=self._current_client(),
+                client=await self._ready_client(),
             )
         return bool(taken)
 
@@ -197,7 +197,7 @@ class ConversationParts(RedisClient):
             await self._unlock(
                 keys=[self._lock_key(owner, conversation_id)],
                 args=[token],
-                client=self._current_client(),
+                client=await self._ready_client(),
             )
 
     # -- internals --------------------------------------------------------------------
@@ -236,7 +236,7 @@ class ConversationParts(RedisClient):
             *values,
         ]
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             added = await self._add_items(
                 keys=self._talk_keys(owner, conversation_id), args=args, client=client
             )
@@ -251,7 +251,7 @@ class ConversationParts(RedisClient):
         self, owner: str, conversation_id: str, metadata: list[bytes]
     ) -> ConversationRecord | None:
         with self._errors():
-            client = self._current_client()
+            client = await self._ready_client()
             found = await self._conversation(
                 keys=self._talk_keys(owner, conversation_id),
                 args=[*self._conversation_ttls(), *metadata],
