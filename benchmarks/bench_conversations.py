@@ -35,7 +35,7 @@ from bench_redis import (
 )
 
 from state_middleware import MemoryStore, RedisStore, Store, TurnRecord
-from state_middleware._ids import new_conversation_id, new_item_id
+from state_middleware._ids import new_conversation_id, new_item_id, tree_of
 from state_middleware._record import ConversationRecord
 
 __all__ = ["run"]
@@ -43,10 +43,10 @@ __all__ = ["run"]
 ITEMS = 1000  # two items a turn
 
 
-def _conversation_turn(number: int) -> TurnRecord:
+def _conversation_turn(number: int, conversation: str) -> TurnRecord:
     """A turn as a conversation keeps it: the middleware gives input items ids and
     ``status`` before storing them (the output items have theirs)."""
-    record = _turn(number, None)
+    record = _turn(number, None, tree_of(conversation))
     items = [
         {"id": new_item_id("message"), **item, "status": "completed"}
         for item in msgspec.json.decode(record.input_items)
@@ -60,7 +60,7 @@ async def _build_conversation(store: Store, items: int) -> tuple[str, int]:
     await store.create_conversation(OWNER, ConversationRecord(conversation, 0), [])
     item_bytes = 0
     for number in range(items // 2):
-        record = _conversation_turn(number)
+        record = _conversation_turn(number, conversation)
         await store.put(OWNER, record, conversation=conversation)
         item_bytes += len(record.input_items) + len(record.output_items) - 4
     return conversation, item_bytes
@@ -70,10 +70,12 @@ async def _conversation_turn_ms(store: Store, conversation: str) -> float:
     """Median milliseconds of conversation_items + put of a new turn appended to it."""
     for number in range(WARMUP_TURNS):
         await store.conversation_items(OWNER, conversation)
-        await store.put(OWNER, _conversation_turn(ITEMS + number), conversation=conversation)
+        await store.put(
+            OWNER, _conversation_turn(ITEMS + number, conversation), conversation=conversation
+        )
     samples: list[float] = []
     for number in range(TIMED_TURNS):
-        record = _conversation_turn(ITEMS + WARMUP_TURNS + number)
+        record = _conversation_turn(ITEMS + WARMUP_TURNS + number, conversation)
         started = time.perf_counter()
         items = await store.conversation_items(OWNER, conversation)
         await store.put(OWNER, record, conversation=conversation)

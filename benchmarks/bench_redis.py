@@ -29,7 +29,7 @@ import msgspec
 import redis.asyncio
 
 from state_middleware import MemoryStore, RedisStore, Store, TurnRecord
-from state_middleware._ids import new_response_id
+from state_middleware._ids import new_response_id, tree_of
 from state_middleware._record import encode_record
 
 __all__ = ["run"]
@@ -59,8 +59,10 @@ def _prose(size: int, seed: int) -> str:
     return " ".join(words)[:size]
 
 
-def _turn(number: int, parent_id: str | None) -> TurnRecord:
-    response_id = new_response_id()
+def _turn(number: int, parent_id: str | None, tree: str | None = None) -> TurnRecord:
+    """Turn ``number`` of a chain, as the middleware stores it: a follow-up joins its
+    parent's tree, a conversation's turn the conversation's (``tree``)."""
+    response_id = new_response_id(tree or tree_of(parent_id))
     user = {
         "type": "message",
         "role": "user",

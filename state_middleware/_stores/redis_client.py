@@ -1,14 +1,19 @@
 """What every part of ``RedisStore`` shares: its client (one per event loop when the
 store owns them), the mapping of Redis errors to store errors, and the key bases.
 
-Keys. Every key is ``{key_prefix}{kind}:{owner}:{id}``, where ``{owner}`` is the 32-hex
-blake2b digest of the owner, so any owner string gives a fixed-size, unambiguous key.
+Keys. Every key is ``{key_prefix}{kind}:{...}:{id}``. ``{O}`` is the 32-hex blake2b
+digest of the owner, so any owner string gives a fixed-size, unambiguous key. The keys
+of one tree (a first turn and all that continues it, or a conversation and its turns:
+its id says which, see ``_ids.tree_of``) carry the hash tag ``{O.T}``, ``T`` being the
+tree, so they share a Redis Cluster slot; item pointer keys carry no tag and spread.
 Each part describes the kinds it keeps.
 
 Failure policy. Every method raises ``StoreUnavailable`` (code ``store_unavailable``)
 when Redis refuses the connection, drops it or does not answer within
 ``socket_timeout``, and ``StoreError`` (code ``store_error``) for any other Redis error
-(for instance ``OOM`` under ``maxmemory``). A client made by ``from_url`` retries
+(for instance ``OOM`` under ``maxmemory``). On a cluster, a slot without a primary (a
+failover under way: ``CLUSTERDOWN``, ``TRYAGAIN``) or no node answering counts as
+unavailable too. A client made by ``from_url`` retries
 nothing but one immediate reconnect after a dropped connection, so a call fails within
 about ``socket_timeout`` (``socket_connect_timeout`` when connecting). The middleware
 turns that into:
