@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-url",
         metavar="URL",
         help="keep responses in Redis (shared by processes, survives restarts) instead "
-        "of this process's memory, e.g. redis://127.0.0.1:6379/0",
+        "of this process's memory, e.g. redis://127.0.0.1:6379/0 (or any node of a Redis "
+        "Cluster)",
     )
     state.add_argument(
         "--ttl",
