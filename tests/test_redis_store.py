@@ -119,6 +119,42 @@ def counting_replies() -> Any:
     return ReplyCountingConnection
 
 
+def list_lengths(reply: Any) -> list[int]:
+    """The length of every list in a reply, outermost first."""
+    if not isinstance(reply, list):
+        return []
+    return [len(reply), *(length for part in reply for length in list_lengths(part))]
+
+
+def counting_nested_replies() -> Any:
+    """A connection class that records, for every list Redis answers with, the length
+    of each list in it (``list_lengths``)."""
+
+    class NestedReplyCountingConnection(CountingConnection):
+        lengths: ClassVar[list[list[int]]] = []
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            response = await super().read_response(*args, **kwargs)
+            if isinstance(response, list):
+                NestedReplyCountingConnection.lengths.append(list_lengths(response))
+            return response
+
+    return NestedReplyCountingConnection
+
+
+async def commands_run(admin: Any, action: Callable[[], Awaitable[Any]]) -> dict[str, int]:
+    """The commands Redis ran for ``action`` (those its scripts ran included): how many
+    times each."""
+    before = await admin.info("commandstats")
+    await action()
+    after = await admin.info("commandstats")
+    ran = {
+        name.removeprefix("cmdstat_"): stats["calls"] - before.get(name, {"calls": 0})["calls"]
+        for name, stats in after.items()
+    }
+    return {name: calls for name, calls in ran.items() if calls and name != "info"}
+
+
 async def round_trips(action: Callable[[], Awaitable[Any]]) -> int:
     before = CountingConnection.sent
     await action()
@@ -404,6 +440,56 @@ async def test_loading_a_1000_item_conversation_takes_the_round_trips_of_a_10_it
     assert ids == [i for n in range(500) for i in record_item_ids(record(f"long{n}"))]
 
 
+async def test_a_process_holding_a_conversation_gets_back_only_what_was_appended_since(
+    url: str, admin: Any
+) -> None:
+    """The Redis work of loading a conversation a process has loaded before does not
+    grow with the conversation: one script running the same commands for 10 items as
+    for 1000, whose reply holds only the items appended since (here by another
+    process)."""
+    replies = counting_nested_replies()
+    store = RedisStore.from_url(url, key_prefix="t:", connection_class=replies)
+    other = RedisStore.from_url(url, key_prefix="t:")
+    fresh = RedisStore.from_url(url, key_prefix="t:")
+
+    async def load(name: str) -> tuple[int, list[list[int]], dict[str, int]]:
+        """The round trips of a load, the lists in Redis' replies, the commands run."""
+        replies.lengths.clear()
+        sent = CountingConnection.sent
+        commands = await commands_run(admin, lambda: store.conversation_items(OWNER, name))
+        return CountingConnection.sent - sent, list(replies.lengths), commands
+
+    try:
+        for name, count in (("short", 10), ("long", 1000)):
+            added = [(f"msg_{name}{n}", item(f"msg_{name}{n}")) for n in range(count)]
+            await start_conversation(other, name, *added)
+        first = {name: await load(name) for name in ("short", "long")}
+        again = {name: await load(name) for name in ("short", "long")}
+        await other.put(OWNER, record("r"), conversation="long")
+        await other.add_items(OWNER, "long", [("msg_new", item("msg_new"))])
+        appended = await load("long")
+        items = await store.conversation_items(OWNER, "long")
+        whole = await fresh.conversation_items(OWNER, "long")
+    finally:
+        for each in (store, other, fresh):
+            await each.aclose()
+    # {mark, where its ids start, ids, their values, the records they name, refresh}
+    assert first["long"][1] == [[6, 1000, 1000, 0, 0]]  # never seen: all of it, once
+    assert again["short"][:2] == again["long"][:2] == (1, [[6, 0, 0, 0, 0]])
+    short, long = again["short"][2], again["long"][2]
+    for commands in (short, long):  # a TTL extended is set again if a millisecond went by
+        assert 2 <= commands.pop("pexpire") <= 3
+    assert short == long  # the same commands, whatever the length
+    assert again["long"][2]["evalsha"] == again["long"][2]["lrange"] == 1
+    assert appended[:2] == (1, [[6, 3, 3, 2, 0]])  # the turn's two items and its record
+    assert items == whole
+    assert [item_id for item_id, _ in whole or []] == [
+        *(f"msg_long{n}" for n in range(1000)),
+        *record_item_ids(record("r")),
+        "msg_new",
+    ]
+
+
 async def test_using_a_1000_item_conversation_takes_a_few_round_trips(url: str) -> None:
     """A script on the conversation's slot; a pipeline after it to write the pointer
     keys of what it added (they may live on other cluster nodes); adding an item by id
@@ -476,6 +562,12 @@ async def test_a_conversation_slides_and_what_it_names_outlives_it(url: str, adm
         assert await store.conversation_items(OWNER, "c") is not None
         for key in pointers:
             assert await admin.pttl(key) > 600_000
+        for key in [*talk, tree]:
+            await admin.pexpire(key, 1000)
+        assert await store.conversation_items(OWNER, "c") is not None  # held: read nothing
+        for key in talk:
+            assert await admin.pttl(key) > 590_000  # and slid all the same
+        assert await admin.pttl(tree) > 600_000
         assert await store.get_chain(OWNER, "r") is not None  # slides by ttl: never shortens
         assert await admin.pttl(tree) > 600_000
     finally:
@@ -536,7 +628,7 @@ async def test_a_conversation_lock_lasts_its_lease_in_redis(store: RedisStore, a
 
 
 async def test_a_conversation_missing_any_item_is_not_loaded_at_all(
-    store: RedisStore, admin: Any
+    store: RedisStore, admin: Any, url: str
 ) -> None:
     await start_conversation(store, "c", ("msg_x", item("msg_x")))
     await store.put(OWNER, record("r"), conversation="c")
@@ -546,9 +638,16 @@ async def test_a_conversation_missing_any_item_is_not_loaded_at_all(
         await store.conversation_items(OWNER, "c")
     assert await store.remove_item(OWNER, "c", "msg_x") is True
     assert await store.conversation_items(OWNER, "c") is not None
-    await admin.hdel(tree, "r:r")
-    with pytest.raises(ItemsMissing):
-        await store.conversation_items(OWNER, "c")
+    await admin.hdel(tree, "r:r")  # one field: Redis itself only ever drops a tree whole
+    assert await store.conversation_items(OWNER, "c") is not None  # what it holds: all
+    fresh = RedisStore.from_url(url, key_prefix="t:")
+    try:
+        with pytest.raises(ItemsMissing):
+            await fresh.conversation_items(OWNER, "c")
+    finally:
+        await fresh.aclose()
+    with pytest.raises(ItemsMissing):  # once one process found it missing, none trusts
+        await store.conversation_items(OWNER, "c")  # what it holds
     with pytest.raises(ItemsMissing):  # an id pointing into a turn that is gone
         await store.add_items(OWNER, "c", [(record_item_ids(record("r"))[0], None)])
 

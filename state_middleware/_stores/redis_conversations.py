@@ -7,7 +7,8 @@ Keys (``{O}`` the owner digest, ``{O.T}`` the hash tag of a tree, as in
   conversation keeps there ``i:{item id}`` for each item it names whose id does not say
   where it is: the item's JSON (added by the conversations API; one added by id is
   copied in from wherever it was), or ``@`` and the response id of the turn of this tree
-  whose record holds it. A derived item id of a turn of the tree needs no field.
+  whose record holds it. A derived item id of a turn of the tree needs no field. And
+  ``g:{conversation id}``, the conversation's mark (below), while it has one.
 - ``{key_prefix}conversation:{O.T}:{conversation id}``: a hash with ``created_at``,
   ``metadata`` and ``refreshed`` (when, in Redis' milliseconds, the pointer keys of what
   it names were last refreshed).
@@ -33,6 +34,23 @@ or retimed (adding items, a refresh that is due, deleting a conversation that ne
 expires), and ``get_items`` first when items are added by id: a constant number of round
 trips whatever the conversation's length.
 
+Work per turn. A process keeps the conversations it has loaded
+(``redis_conversation_cache.py``, a second cache of ``cache_bytes``) and reads again only
+the items appended since: the Redis work of a turn does not grow with its conversation
+(but every ``/ 64`` of the TTL, when the pointer keys are refreshed, below). A process
+that never saw a conversation reads it whole, once. What makes this safe is the
+conversation's mark: a read finding the whole conversation sets one (a random token) if
+there is none; anything but an append takes it out (removing an item, creating the
+conversation, deleting it; losing the tree takes it along), and so does a read finding
+an item missing or the list not going on from what its caller holds (a write lost in a
+failover, the list lost on its own). A process trusts what it holds only under the mark
+still there, and then gets what lies past it in the list (checking that the last item
+it holds is still where it was); else it reads the whole conversation. Appends, from
+any process, only add to the end of the list, and an id listed again takes its new item
+everywhere, there as in Redis. As with chains, a single field lost behind the store's
+back (Redis itself only drops a whole key) is noticed by a whole read, not by a process
+holding it; once noticed, the mark goes and every process raises ``ItemsMissing``.
+
 Retention. A conversation and its list live ``conversation_ttl`` (by default ``ttl``;
 ``None``: until deleted) from their last use: reading it or its items, adding or
 removing items, appending a turn. Its tree, and the pointer keys of what it names, live
@@ -48,13 +66,16 @@ by id while its tree lives.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._ids import derived_from
 from .._record import ConversationRecord, decode_record, record_items
 from .._store import ItemsMissing, NewItem
-from .redis_client import RedisClient, milliseconds
+from .redis_cache import RecordCache
+from .redis_client import RedisClient, milliseconds, owner_digest
+from .redis_conversation_cache import ConversationCache, HeldConversation
 from .redis_conversation_scripts import (
     ADD_ITEMS,
     CONVERSATION,
@@ -76,7 +97,13 @@ _IN_CONVERSATION = b"^"  # a pointer holding this and a conversation id: in its 
 class ConversationParts(RedisClient):
     """Items, conversations and conversation locks (``RedisStore`` composes this)."""
 
+    _cache: RecordCache  # RedisStore's, made before this part's scripts are loaded
+
     def _load_conversation_scripts(self, client: Any) -> None:
+        # a second cache as big as the record cache (cache_bytes), which RedisStore makes
+        # first: see redis_conversation_cache.py
+        records = self._cache._records
+        self._held = ConversationCache(0 if records is None else int(records.maxsize))
         self._conversation = client.register_script(CONVERSATION)
         self._conversation_items = client.register_script(CONVERSATION_ITEMS)
         self._add_items = client.register_script(ADD_ITEMS)
@@ -132,9 +159,10 @@ class ConversationParts(RedisClient):
             client = await self._ready_client()
             named: list[bytes] | None = await self._delete_conversation(
                 keys=self._talk_keys(owner, conversation_id),
-                args=[milliseconds(self.ttl)],
+                args=[milliseconds(self.ttl), conversation_id],
                 client=client,
             )
+            self._held.forget(owner_digest(owner), conversation_id)
             if named:
                 await self._retime(client, owner, conversation_id, named)
         return named is not None
@@ -142,16 +170,28 @@ class ConversationParts(RedisClient):
     async def conversation_items(
         self, owner: str, conversation_id: str
     ) -> list[tuple[str, bytes]] | None:
+        """One script. A conversation this process holds under the mark still in its
+        tree costs only the items listed after the ones it holds; any other, all of
+        them (see ``redis_conversation_cache.py``)."""
+        digest = owner_digest(owner)
+        held = self._held.get(digest, conversation_id)
+        holds = ["", 0, ""] if held is None else [held.mark, len(held.items), held.last]
         with self._errors():
             client = await self._ready_client()
             found = await self._conversation_items(
                 keys=self._talk_keys(owner, conversation_id),
-                args=self._conversation_ttls(),
+                args=[
+                    *self._conversation_ttls(),
+                    conversation_id,
+                    secrets.token_hex(8),  # its mark if this read makes one
+                    *holds,
+                ],
                 client=client,
             )
             if found is None:
+                self._held.forget(digest, conversation_id)
                 return None
-            encoded_ids, values, records, refresh = found
+            mark, start, encoded_ids, values, records, refresh = found
             await self._after_use(client, owner, refresh)
         turns = _Turns(_pairs(records))
         items: list[tuple[str, bytes]] = []
@@ -159,9 +199,19 @@ class ConversationParts(RedisClient):
             item_id = encoded_id.decode()
             item = turns.item(item_id, value)
             if item is None:
+                self._held.forget(digest, conversation_id)
                 raise ItemsMissing(f"item {item_id} is no longer stored")
             items.append((item_id, item))
-        return items
+        if start:  # the items listed after the ones it holds, under its mark
+            assert held is not None  # the script goes on only from what it holds
+            now = held.extended(items)
+        elif mark is None:  # nothing to hold (no item)
+            self._held.forget(digest, conversation_id)
+            return items
+        else:
+            now = HeldConversation.read(mark, items)
+        self._held.keep(digest, conversation_id, now)
+        return list(now.items)
 
     async def add_items(self, owner: str, conversation_id: str, items: Sequence[NewItem]) -> bool:
         return await self._add(owner, conversation_id, ["", ""], items)
@@ -171,7 +221,7 @@ class ConversationParts(RedisClient):
             client = await self._ready_client()
             found = await self._remove_item(
                 keys=self._talk_keys(owner, conversation_id),
-                args=[*self._conversation_ttls(), item_id],
+                args=[*self._conversation_ttls(), item_id, conversation_id],
                 client=client,
             )
             if found is None:
@@ -232,6 +282,7 @@ class ConversationParts(RedisClient):
             *self._conversation_ttls(),
             *create,
             missing,
+            conversation_id,
             *(item_id for item_id, _ in items),
             *values,
         ]
