@@ -125,7 +125,7 @@ class RedisStore(ConversationParts, BackgroundParts):
         self._get_chain = client.register_script(GET_CHAIN)
         self._put = client.register_script(PUT)
         self._delete = client.register_script(DELETE)
-        self._load_conversation_scripts(client)
+        self._load_conversation_scripts(client, cache_bytes)
         self._load_background_scripts(client)
 
     @classmethod

@@ -73,7 +73,6 @@ from typing import Any
 from .._ids import derived_from
 from .._record import ConversationRecord, decode_record, record_items
 from .._store import ItemsMissing, NewItem
-from .redis_cache import RecordCache
 from .redis_client import RedisClient, milliseconds, owner_digest
 from .redis_conversation_cache import ConversationCache, HeldConversation
 from .redis_conversation_scripts import (
@@ -97,13 +96,9 @@ _IN_CONVERSATION = b"^"  # a pointer holding this and a conversation id: in its 
 class ConversationParts(RedisClient):
     """Items, conversations and conversation locks (``RedisStore`` composes this)."""
 
-    _cache: RecordCache  # RedisStore's, made before this part's scripts are loaded
-
-    def _load_conversation_scripts(self, client: Any) -> None:
-        # a second cache as big as the record cache (cache_bytes), which RedisStore makes
-        # first: see redis_conversation_cache.py
-        records = self._cache._records
-        self._held = ConversationCache(0 if records is None else int(records.maxsize))
+    def _load_conversation_scripts(self, client: Any, cache_bytes: int) -> None:
+        # a second cache as big as the record cache: see redis_conversation_cache.py
+        self._held = ConversationCache(cache_bytes)
         self._conversation = client.register_script(CONVERSATION)
         self._conversation_items = client.register_script(CONVERSATION_ITEMS)
         self._add_items = client.register_script(ADD_ITEMS)
