@@ -22,7 +22,7 @@ one cluster slot while trees spread over all of them, and each script touches on
   it was stored after its parent was gone (it is never continued). A conversation's
   ``i:`` fields are described in ``redis_conversations.py``.
 - ``{key_prefix}item:{O}:{item id}``: where ``get_items`` finds an item by id (spread
-  over the slots; see ``redis_conversations.py``). ``put`` writes one per item id that
+  over the slots; see ``redis_items.py``). ``put`` writes one per item id that
   does not say where it is, after the turn, in one pipeline.
 - ``{key_prefix}pending:{O.T}:{response id}``: set while the turn is being produced,
   with a TTL of ``pending_ttl`` so a crashed process never blocks followers for longer.

@@ -67,13 +67,12 @@ by id while its tree lives.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from .._ids import derived_from
-from .._record import ConversationRecord, decode_record, record_items
+from .._record import ConversationRecord
 from .._store import ItemsMissing, NewItem
-from .redis_client import RedisClient, milliseconds, owner_digest
+from .redis_client import milliseconds, owner_digest
 from .redis_conversation_cache import ConversationCache, HeldConversation
 from .redis_conversation_scripts import (
     ADD_ITEMS,
@@ -81,19 +80,16 @@ from .redis_conversation_scripts import (
     CONVERSATION_ITEMS,
     DELETE_CONVERSATION,
     LOCK,
-    READ_FIELDS,
     REMOVE_ITEM,
     RETIME,
     UNLOCK,
 )
+from .redis_items import IN_CONVERSATION, ItemParts, Turns, pairs
 
 __all__ = ["ConversationParts"]
 
-_IN_TURN = b"@"  # a value holding this and a response id: the item is in that turn
-_IN_CONVERSATION = b"^"  # a pointer holding this and a conversation id: in its i: field
 
-
-class ConversationParts(RedisClient):
+class ConversationParts(ItemParts):
     """Items, conversations and conversation locks (``RedisStore`` composes this)."""
 
     def _load_conversation_scripts(self, client: Any, cache_bytes: int) -> None:
@@ -106,33 +102,6 @@ class ConversationParts(RedisClient):
         self._delete_conversation = client.register_script(DELETE_CONVERSATION)
         self._lock = client.register_script(LOCK)
         self._unlock = client.register_script(UNLOCK)
-
-    # -- items ------------------------------------------------------------------------
-    async def get_items(self, owner: str, ids: Sequence[str]) -> dict[str, bytes]:
-        wanted = list(dict.fromkeys(ids))
-        if not wanted:
-            return {}
-        base = self._item_base(owner)
-        with self._errors():
-            client = await self._ready_client()
-            async with client.pipeline(transaction=False) as pipe:
-                for item_id in wanted:
-                    pipe.get(base + item_id)
-                stored: list[bytes | None] = await pipe.execute()
-            pointers = {
-                item_id: pointer
-                for item_id, value in zip(wanted, stored, strict=True)
-                if (pointer := _pointer(item_id, value)) is not None
-            }
-            fields = await self._read_fields(client, owner, pointers)
-        turns = _Turns(fields)
-        found: dict[str, bytes] = {}
-        for item_id, pointer in pointers.items():
-            value = pointer if pointer.startswith(_IN_TURN) else fields.get("i:" + item_id)
-            item = turns.item(item_id, value)
-            if item is not None:
-                found[item_id] = item
-        return found
 
     # -- conversations ----------------------------------------------------------------
     async def create_conversation(
@@ -188,7 +157,7 @@ class ConversationParts(RedisClient):
                 return None
             mark, start, encoded_ids, values, records, refresh = found
             await self._after_use(client, owner, refresh)
-        turns = _Turns(_pairs(records))
+        turns = Turns(pairs(records))
         items: list[tuple[str, bytes]] = []
         for encoded_id, value in zip(encoded_ids, values, strict=True):
             item_id = encoded_id.decode()
@@ -324,31 +293,13 @@ class ConversationParts(RedisClient):
             return
         _, kept, _ = self._conversation_ttls()
         base = self._item_base(owner).encode()
-        pointer = _IN_CONVERSATION + conversation_id.encode()
+        pointer = IN_CONVERSATION + conversation_id.encode()
         async with client.pipeline(transaction=False) as pipe:
             for item_id in refresh:
                 pipe.pexpire(base + item_id, kept)
             for added_id in dict.fromkeys(added):
                 pipe.set(base + added_id.encode(), pointer, px=kept or None)
             await pipe.execute()
-
-    async def _read_fields(
-        self, client: Any, owner: str, pointers: Mapping[str, bytes]
-    ) -> dict[str, bytes]:
-        """The tree fields the pointers name (and the turns their ``i:`` fields name),
-        one script per tree, all in one pipeline."""
-        wanted: dict[str, dict[str, None]] = {}
-        for item_id, pointer in pointers.items():
-            holder = pointer[1:].decode()
-            field = "r:" + holder if pointer.startswith(_IN_TURN) else "i:" + item_id
-            wanted.setdefault(self._tree_key(owner, holder), {})[field] = None
-        if not wanted:
-            return {}
-        async with client.pipeline(transaction=False) as pipe:
-            for tree, fields in wanted.items():
-                pipe.eval(READ_FIELDS, 1, tree, *fields)
-            replies: list[list[bytes | None]] = await pipe.execute()
-        return {field: value for reply in replies for field, value in _pairs(reply).items()}
 
     async def _retime(
         self, client: Any, owner: str, conversation_id: str, named: Sequence[bytes]
@@ -360,7 +311,7 @@ class ConversationParts(RedisClient):
         ttl = milliseconds(self.ttl)
         async with client.pipeline(transaction=False) as pipe:
             for item_id, kind in zip(named[::2], named[1::2], strict=True):
-                held = kind + conversation_id.encode() if kind == _IN_CONVERSATION else kind
+                held = kind + conversation_id.encode() if kind == IN_CONVERSATION else kind
                 pipe.eval(RETIME, 1, base + item_id, held, ttl)
             await pipe.execute()
 
@@ -380,43 +331,3 @@ class ConversationParts(RedisClient):
 
     def _lock_key(self, owner: str, conversation_id: str) -> str:
         return f"{self.key_prefix}lock:{self._tag(owner, conversation_id)}:{conversation_id}"
-
-
-class _Turns:
-    """The records read from a tree (``r:{response id}`` fields), whose items are cut
-    out when first asked for."""
-
-    def __init__(self, fields: Mapping[str, bytes]) -> None:
-        self._fields = fields
-        self._items: dict[bytes, dict[str, bytes]] = {}
-
-    def item(self, item_id: str, value: bytes | None) -> bytes | None:
-        """What an item's value stands for: its JSON, or for ``@`` and a response id the
-        item of that id in that turn's record; None when it (or the turn) is gone."""
-        if value is None or not value.startswith(_IN_TURN):
-            return value
-        items = self._items.get(value)
-        if items is None:
-            record = self._fields.get("r:" + value[1:].decode())
-            items = {} if record is None else dict(record_items(decode_record(record)))
-            self._items[value] = items
-        return items.get(item_id)
-
-
-def _pointer(item_id: str, stored: bytes | None) -> bytes | None:
-    """Where ``get_items`` looks for an item: its pointer key's value, else what a
-    derived id says; None for nowhere (or a value of another form)."""
-    if stored is not None and stored[:1] in (_IN_TURN, _IN_CONVERSATION):
-        return stored
-    response_id = derived_from(item_id) if stored is None else None
-    return None if response_id is None else _IN_TURN + response_id.encode()
-
-
-def _pairs(flat: Iterable[bytes | None]) -> dict[str, bytes]:
-    """Field and value pairs of a script's flat reply, the fields that have a value."""
-    values = iter(flat)
-    return {
-        field.decode(): value
-        for field, value in zip(values, values, strict=True)
-        if field is not None and value is not None
-    }
