@@ -104,21 +104,6 @@ def watching_polls() -> tuple[type[redis.asyncio.Connection], asyncio.Queue[byte
     return PollReportingConnection, polls
 
 
-def counting_replies() -> Any:
-    """A connection class that records the length of every list Redis answers with."""
-
-    class ReplyCountingConnection(CountingConnection):
-        lengths: ClassVar[list[int]] = []
-
-        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            response = await super().read_response(*args, **kwargs)
-            if isinstance(response, list):
-                ReplyCountingConnection.lengths.append(len(response))
-            return response
-
-    return ReplyCountingConnection
-
-
 def list_lengths(reply: Any) -> list[int]:
     """The length of every list in a reply, outermost first."""
     if not isinstance(reply, list):
@@ -270,7 +255,7 @@ async def test_a_process_holding_a_chain_asks_redis_only_whether_it_is_there(
     """The Redis work of a turn does not grow with its chain: a process that has seen a
     chain gets no record back for it (only the ones it has not seen), whatever its
     length, on one script run."""
-    replies = counting_replies()
+    replies = counting_nested_replies()
     store = RedisStore.from_url(url, key_prefix="t:", connection_class=replies)
     other = RedisStore.from_url(url, key_prefix="t:")
     try:
@@ -287,8 +272,8 @@ async def test_a_process_holding_a_chain_asks_redis_only_whether_it_is_there(
     finally:
         await store.aclose()
         await other.aclose()
-    assert sizes["short9"] == sizes["long999"] == (1, 1, [0])
-    assert replies.lengths == [1]  # only the record it had not seen
+    assert sizes["short9"] == sizes["long999"] == (1, 1, [[0]])
+    assert replies.lengths == [[1]]  # only the record it had not seen
     assert chain is not None
     assert [r.id for r in chain] == [f"long{n}" for n in range(1001)]
 
